@@ -1,0 +1,10 @@
+"""bvae: disentangled representations of dSprites with beta-VAEs.
+
+The core (``bvae.data``, and later the models, objectives and metrics) is plain NumPy/PyTorch
+that a notebook can import; the stages (``bvae.stages``) and the CLI put files, MLflow and the
+network around it.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,7 @@
+"""``python -m bvae`` is the ``bvae`` command."""
+
+import sys
+
+from bvae.cli import main
+
+sys.exit(main())

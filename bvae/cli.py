@@ -1,0 +1,150 @@
+"""The ``bvae`` command: one subcommand per pipeline stage, plus tools.
+
+DVC calls the stage subcommands (see ``dvc.yaml``); people call the tools. Errors that a user
+can fix print one clear line (what is wrong, what to do) instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from bvae import __version__
+
+# Nothing phones home: MLflow and Prefect look up telemetry hosts in every process otherwise.
+TELEMETRY_OFF = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "DVC_NO_ANALYTICS": "1",
+}
+
+
+def _params(args: argparse.Namespace):
+    from bvae.config import load_params
+
+    return load_params(args.params)
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    from bvae.stages.download import run_download
+
+    config = _params(args).data
+    if args.source:
+        config = config.model_copy(update={"source": args.source})
+    run_download(config, args.out, show_progress=not args.quiet)
+    return 0
+
+
+def _cmd_shard(args: argparse.Namespace) -> int:
+    from bvae.stages.shard import run_shard
+
+    run_shard(_params(args).shard, args.npz, args.out, show_progress=not args.quiet)
+    return 0
+
+
+def _cmd_verify_data(args: argparse.Namespace) -> int:
+    import time
+
+    from bvae.data.shards import load_dataset, read_manifest, verify_shards
+
+    manifest = read_manifest(args.shards)
+    verify_shards(args.shards, manifest)
+    summary = {
+        "shards": len(manifest.shards),
+        "images": manifest.num_images,
+        "source": manifest.source,
+        "digest": manifest.digest,
+    }
+    if args.load:
+        start = time.perf_counter()
+        dataset = load_dataset(args.shards, verify=False, show_progress=not args.quiet)
+        summary["load_seconds"] = round(time.perf_counter() - start, 2)
+        summary["resident_gib"] = round(dataset.images.nbytes / 2**30, 2)
+        summary["mean_pixel"] = float(dataset.images.mean(dtype="float64"))
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bvae",
+        description=(
+            "Disentangled representations of dSprites with beta-VAEs. The pipeline stages "
+            "(download, shard, ...) are run by `dvc repro`; you can also call them directly."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"bvae {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(
+        name: str, handler: Callable[[argparse.Namespace], int], help_text: str
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        sub.add_argument(
+            "--params",
+            default="params.yaml",
+            type=Path,
+            help="parameter file (default: params.yaml)",
+        )
+        sub.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+        return sub
+
+    download = add(
+        "download",
+        _cmd_download,
+        "stage: fetch (MD5-verified) or render dSprites -> data/raw/dsprites.npz",
+    )
+    download.add_argument("--out", type=Path, default=Path("data/raw/dsprites.npz"))
+    download.add_argument(
+        "--source", choices=["auto", "official", "procedural"], help="override data.source"
+    )
+
+    shard = add("shard", _cmd_shard, "stage: cut the npz into verified HDF5 shards -> data/shards/")
+    shard.add_argument("--npz", type=Path, default=Path("data/raw/dsprites.npz"))
+    shard.add_argument("--out", type=Path, default=Path("data/shards"))
+
+    verify = add("verify-data", _cmd_verify_data, "tool: check every shard against its manifest")
+    verify.add_argument("--shards", type=Path, default=Path("data/shards"))
+    verify.add_argument(
+        "--load", action="store_true", help="also load everything and report time and RAM"
+    )
+    return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from bvae.config import ParamsError
+    from bvae.data.download import DownloadError
+    from bvae.data.npz import NpzFormatError
+    from bvae.data.shards import ShardError
+
+    return (ParamsError, DownloadError, NpzFormatError, ShardError, FileNotFoundError, ValueError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    for key, value in TELEMETRY_OFF.items():
+        os.environ.setdefault(key, value)
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return args.handler(args)
+    except _user_errors() as error:
+        if args.verbose:
+            raise
+        print(f"bvae {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""``params.yaml``, loaded once into frozen, typed config objects and validated at the edge.
+
+Every section rejects unknown keys (with a did-you-mean) and impossible values; the error
+names the key, the bad value and what to do. ``params.yaml`` is the only home of
+hyper-parameters: DVC tracks each stage's keys, ``dvc exp run -S key=value`` varies them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bvae.data.download import OFFICIAL_MD5, OFFICIAL_URLS
+
+
+class ParamsError(ValueError):
+    """``params.yaml`` is missing, malformed, or holds a bad key or value."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataConfig(_Section):
+    """Stage ``download``: where dSprites comes from."""
+
+    source: Literal["auto", "official", "procedural"] = "auto"
+    urls: tuple[str, ...] = OFFICIAL_URLS
+    md5: str = OFFICIAL_MD5
+    timeout_s: float = Field(30.0, gt=0)
+    retries: int = Field(3, ge=0, le=20)
+    backoff_s: float = Field(1.0, ge=0)
+
+    @field_validator("urls")
+    @classmethod
+    def _urls_are_http(cls, urls: tuple[str, ...]) -> tuple[str, ...]:
+        if not urls:
+            raise ValueError("give at least one URL")
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} is not an http(s) URL")
+        return urls
+
+    @field_validator("md5")
+    @classmethod
+    def _md5_is_hex(cls, md5: str) -> str:
+        if len(md5) != 32 or any(c not in "0123456789abcdef" for c in md5.lower()):
+            raise ValueError(f"{md5!r} is not a 32-digit hex MD5")
+        return md5.lower()
+
+
+class ShardConfig(_Section):
+    """Stage ``shard``: how the dataset is cut into HDF5 files."""
+
+    images_per_shard: int = Field(65536, ge=1024, le=737280)
+    compression: Literal["gzip", "lzf", "none"] = "gzip"
+    compression_level: int = Field(1, ge=0, le=9)
+
+
+class Params(_Section):
+    """All of ``params.yaml``."""
+
+    data: DataConfig = DataConfig()
+    shard: ShardConfig = ShardConfig()
+
+
+def _suggest(key: str, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(allowed)})"
+
+
+def _model_at(location: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = Params
+    for part in location[:-1]:
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            return None
+        annotation = model.model_fields[part].annotation
+        model = (
+            annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            else None
+        )
+    return model
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = []
+    for item in error.errors():
+        location = tuple(item["loc"])
+        key = ".".join(str(part) for part in location)
+        if item["type"] == "extra_forbidden":
+            parent = _model_at(location)
+            allowed = list(parent.model_fields) if parent is not None else []
+            lines.append(f"  {key}: unknown key{_suggest(str(location[-1]), allowed)}")
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            lines.append(f"  {key} = {item.get('input')!r}: {message}")
+    return (
+        f"{source} is invalid:\n" + "\n".join(lines) + f"\nFix these keys in {source} "
+        "(or in the `dvc exp run -S` overrides) and run again."
+    )
+
+
+def params_from_mapping(mapping: Any, source: str = "params.yaml") -> Params:
+    """Validate a parsed ``params.yaml`` mapping."""
+    if mapping is None:
+        mapping = {}
+    if not isinstance(mapping, dict):
+        raise ParamsError(f"{source} must hold a mapping of sections, got {type(mapping).__name__}")
+    try:
+        return Params.model_validate(mapping)
+    except ValidationError as error:
+        raise ParamsError(_describe(error, source)) from None
+
+
+def load_params(path: str | os.PathLike = "params.yaml") -> Params:
+    """Read and validate ``params.yaml``; a clear error if it is missing or malformed."""
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path} not found: run from the repository root or pass --params PATH.")
+    try:
+        mapping = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path} is not valid YAML: {error}") from None
+    return params_from_mapping(mapping, str(path))

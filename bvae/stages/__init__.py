@@ -1,0 +1,1 @@
+"""One module per DVC stage: the work in importable functions, a thin ``main`` for the CLI."""

@@ -1,0 +1,65 @@
+"""Helpers for end-to-end tests: a throw-away copy of this repository and its commands."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import REPO_ROOT
+
+
+def copy_repository(destination: Path) -> Path:
+    """Copy the tracked and untracked-not-ignored files into a fresh git + DVC repository."""
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
+    destination.mkdir(parents=True, exist_ok=True)
+    for name in filter(None, listed):
+        source = REPO_ROOT / name
+        if (
+            not source.is_file()
+            or name in ("dvc.lock",)
+            or name.startswith(("data/", "models/", "reports/"))
+        ):
+            continue
+        target = destination / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(source.read_bytes())
+    run(["git", "init", "-q"], destination)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], destination)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"], destination)
+    return destination
+
+
+def set_params(repo: Path, updates: dict[str, object]) -> None:
+    """Set dotted keys in the copy's params.yaml (as `dvc exp run -S` would)."""
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for dotted, value in updates.items():
+        *parents, leaf = dotted.split(".")
+        node = params
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def run(
+    command: list[str], cwd: Path, timeout: float = 900, check: bool = True
+) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(command)} exited {result.returncode}\n--- stdout\n{result.stdout[-4000:]}"
+            f"\n--- stderr\n{result.stderr[-4000:]}"
+        )
+    return result

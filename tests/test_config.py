@@ -1,0 +1,49 @@
+import pytest
+from pydantic import ValidationError
+
+from bvae.config import ParamsError, load_params, params_from_mapping
+from tests.conftest import REPO_ROOT
+
+
+def test_committed_params_are_valid():
+    params = load_params(REPO_ROOT / "params.yaml")
+    assert params.data.source == "auto" and params.shard.images_per_shard == 65536
+
+
+def test_unknown_key_is_named_with_a_suggestion():
+    with pytest.raises(ParamsError) as caught:
+        params_from_mapping({"data": {"sorce": "official"}})
+    message = str(caught.value)
+    assert "data.sorce: unknown key (did you mean 'source'?)" in message
+    assert "Fix these keys" in message
+
+
+def test_unknown_section_is_named():
+    with pytest.raises(ParamsError, match="shards: unknown key \\(did you mean 'shard'\\?\\)"):
+        params_from_mapping({"shards": {}})
+
+
+def test_impossible_values_name_the_key():
+    with pytest.raises(ParamsError, match="data.source = 'internet'"):
+        params_from_mapping({"data": {"source": "internet"}})
+    with pytest.raises(ParamsError, match="shard.images_per_shard = 10"):
+        params_from_mapping({"shard": {"images_per_shard": 10}})
+    with pytest.raises(ParamsError, match="data.md5.*32-digit hex"):
+        params_from_mapping({"data": {"md5": "abc"}})
+    with pytest.raises(ParamsError, match="data.urls.*not an http"):
+        params_from_mapping({"data": {"urls": ["ftp://x"]}})
+
+
+def test_config_is_frozen():
+    params = params_from_mapping({})
+    with pytest.raises(ValidationError):
+        params.data.source = "official"
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "params.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)

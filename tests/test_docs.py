@@ -1,0 +1,32 @@
+"""The README is a runnable tour: CI must run the very commands it shows."""
+
+import re
+
+from tests.conftest import REPO_ROOT
+
+
+def fenced_commands(markdown: str) -> list[str]:
+    blocks = re.findall(r"```bash\n(.*?)```", markdown, flags=re.S)
+    return [line.strip() for block in blocks for line in block.splitlines() if line.strip()]
+
+
+def test_ci_runs_the_readme_set_up_and_test_commands():
+    readme = (REPO_ROOT / "README.md").read_text()
+    ci = (REPO_ROOT / ".ci/run").read_text()
+    set_up = 'python3 -m venv .venv && .venv/bin/pip install -c constraints/cpu.txt -e ".[dev]"'
+    test = "source .venv/bin/activate && pytest"
+    commands = fenced_commands(readme)
+    assert set_up in commands and test in commands
+    assert set_up in ci.splitlines() and test in ci.splitlines()
+
+
+def test_every_readme_bvae_subcommand_exists():
+    from bvae.cli import build_parser
+
+    known = set(build_parser()._subparsers._group_actions[0].choices)
+    used = {
+        line.split()[1]
+        for line in fenced_commands((REPO_ROOT / "README.md").read_text())
+        if line.startswith("bvae ")
+    }
+    assert used and used <= known, used - known
