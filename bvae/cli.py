@@ -48,6 +48,16 @@ def _cmd_shard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from bvae.stages.train import TrainPaths, remove_checkpoint, run_train
+
+    paths = TrainPaths()
+    if args.fresh:
+        remove_checkpoint(paths)
+    run_train(_params(args), paths, show_progress=not args.quiet)
+    return 0
+
+
 def _cmd_verify_data(args: argparse.Namespace) -> int:
     import time
 
@@ -111,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     shard.add_argument("--npz", type=Path, default=Path("data/raw/dsprites.npz"))
     shard.add_argument("--out", type=Path, default=Path("data/shards"))
 
+    train = add(
+        "train",
+        _cmd_train,
+        "stage: train the beta-VAE (resuming a killed run) -> models/, MLflow run",
+    )
+    train.add_argument("--fresh", action="store_true", help="ignore models/checkpoint.pt")
+
     verify = add("verify-data", _cmd_verify_data, "tool: check every shard against its manifest")
     verify.add_argument("--shards", type=Path, default=Path("data/shards"))
     verify.add_argument(
@@ -124,8 +141,17 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from bvae.data.download import DownloadError
     from bvae.data.npz import NpzFormatError
     from bvae.data.shards import ShardError
+    from bvae.tracking import TrackingError
 
-    return (ParamsError, DownloadError, NpzFormatError, ShardError, FileNotFoundError, ValueError)
+    return (
+        ParamsError,
+        DownloadError,
+        NpzFormatError,
+        ShardError,
+        TrackingError,
+        FileNotFoundError,
+        ValueError,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,7 @@ hyper-parameters: DVC tracks each stage's keys, ``dvc exp run -S key=value`` var
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 from pathlib import Path
@@ -16,6 +17,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bvae.data.download import OFFICIAL_MD5, OFFICIAL_URLS
+from bvae.models import ModelConfig
+from bvae.objectives import ObjectiveConfig
+from bvae.training import TrainConfig
 
 
 class ParamsError(ValueError):
@@ -62,11 +66,21 @@ class ShardConfig(_Section):
     compression_level: int = Field(1, ge=0, le=9)
 
 
+class TrackingConfig(_Section):
+    """MLflow: the experiment every pipeline run logs into."""
+
+    experiment: str = Field("bvae-dsprites", min_length=1)
+
+
 class Params(_Section):
     """All of ``params.yaml``."""
 
     data: DataConfig = DataConfig()
     shard: ShardConfig = ShardConfig()
+    model: ModelConfig = ModelConfig()
+    objective: ObjectiveConfig = ObjectiveConfig()
+    train: TrainConfig = TrainConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
 
 def _suggest(key: str, allowed: list[str]) -> str:
@@ -74,18 +88,20 @@ def _suggest(key: str, allowed: list[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(allowed)})"
 
 
-def _model_at(location: tuple[Any, ...]) -> type[BaseModel] | None:
-    model: type[BaseModel] | None = Params
+def _field_types(section: Any) -> dict[str, Any]:
+    if isinstance(section, type) and issubclass(section, BaseModel):
+        return {name: field.annotation for name, field in section.model_fields.items()}
+    if dataclasses.is_dataclass(section):
+        return {field.name: field.type for field in dataclasses.fields(section)}
+    return {}
+
+
+def _keys_beside(location: tuple[Any, ...]) -> list[str]:
+    """The valid keys of the section that holds ``location``'s last key."""
+    section: Any = Params
     for part in location[:-1]:
-        if model is None or not isinstance(part, str) or part not in model.model_fields:
-            return None
-        annotation = model.model_fields[part].annotation
-        model = (
-            annotation
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
-            else None
-        )
-    return model
+        section = _field_types(section).get(part)
+    return list(_field_types(section)) if section is not None else []
 
 
 def _describe(error: ValidationError, source: str) -> str:
@@ -93,13 +109,17 @@ def _describe(error: ValidationError, source: str) -> str:
     for item in error.errors():
         location = tuple(item["loc"])
         key = ".".join(str(part) for part in location)
-        if item["type"] == "extra_forbidden":
-            parent = _model_at(location)
-            allowed = list(parent.model_fields) if parent is not None else []
+        if item["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+            allowed = _keys_beside(location)
             lines.append(f"  {key}: unknown key{_suggest(str(location[-1]), allowed)}")
-        else:
-            message = item["msg"].removeprefix("Value error, ")
-            lines.append(f"  {key} = {item.get('input')!r}: {message}")
+            continue
+        message, value = item["msg"].removeprefix("Value error, "), item.get("input")
+        # A dataclass's __post_init__ reports against the whole section, naming the field
+        # first ("steps must be >= 1"): point at the field itself.
+        field, _, rest = message.partition(" ")
+        if isinstance(value, dict) and field in value and field in _keys_beside((*location, field)):
+            key, value, message = f"{key}.{field}", value[field], rest
+        lines.append(f"  {key} = {value!r}: {message}")
     return (
         f"{source} is invalid:\n" + "\n".join(lines) + f"\nFix these keys in {source} "
         "(or in the `dvc exp run -S` overrides) and run again."

@@ -54,9 +54,15 @@ def set_params(repo: Path, updates: dict[str, object]) -> None:
 
 
 def run(
-    command: list[str], cwd: Path, timeout: float = 900, check: bool = True
+    command: list[str],
+    cwd: Path,
+    timeout: float = 900,
+    check: bool = True,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
     if check and result.returncode != 0:
         raise AssertionError(
             f"{' '.join(command)} exited {result.returncode}\n--- stdout\n{result.stdout[-4000:]}"

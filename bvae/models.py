@@ -1,0 +1,164 @@
+"""β-VAE encoders and decoders for 64×64 binary images.
+
+- ``conv``: Burgess et al. 2018, "Understanding disentangling in β-VAE" (arXiv:1804.03599),
+  Appendix A.1: 4 conv layers of 32 channels, 4×4 kernels, stride 2; FC 256, FC 256; a linear
+  layer to the mean and log-variance of ``latent_dim`` Gaussians. The decoder is the transpose.
+  ReLU throughout.
+- ``mlp``: Higgins et al. 2017, "β-VAE: Learning Basic Visual Concepts with a Constrained
+  Variational Framework" (ICLR), Appendix A (dSprites): encoder FC 1200-1200 (ReLU), decoder
+  FC 1200-1200-1200 (tanh).
+
+Both decoders output logits; the likelihood (Bernoulli, or Gaussian as an option) lives in
+``bvae.objectives``. ``forward`` is deterministic (decodes the posterior mean), which is what
+an exported model for encoding and inspection needs; training samples through
+:meth:`BetaVAE.reparameterize`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+IMAGE_SIZE = 64
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The architecture; saved inside every checkpoint and model file."""
+
+    __pydantic_config__ = {"extra": "forbid"}  # params.yaml validation rejects unknown keys
+
+    architecture: Literal["conv", "mlp"] = "conv"
+    latent_dim: int = 10
+    likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.latent_dim <= 512:
+            raise ValueError(f"latent_dim must be between 1 and 512, got {self.latent_dim}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _conv_encoder(latent_dim: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 4, stride=2, padding=1),  # 32×32
+        nn.ReLU(),
+        nn.Conv2d(32, 32, 4, stride=2, padding=1),  # 16×16
+        nn.ReLU(),
+        nn.Conv2d(32, 32, 4, stride=2, padding=1),  # 8×8
+        nn.ReLU(),
+        nn.Conv2d(32, 32, 4, stride=2, padding=1),  # 4×4
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(32 * 4 * 4, 256),
+        nn.ReLU(),
+        nn.Linear(256, 256),
+        nn.ReLU(),
+        nn.Linear(256, 2 * latent_dim),
+    )
+
+
+def _conv_decoder(latent_dim: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(latent_dim, 256),
+        nn.ReLU(),
+        nn.Linear(256, 256),
+        nn.ReLU(),
+        nn.Linear(256, 32 * 4 * 4),
+        nn.ReLU(),
+        nn.Unflatten(1, (32, 4, 4)),
+        nn.ConvTranspose2d(32, 32, 4, stride=2, padding=1),  # 8×8
+        nn.ReLU(),
+        nn.ConvTranspose2d(32, 32, 4, stride=2, padding=1),  # 16×16
+        nn.ReLU(),
+        nn.ConvTranspose2d(32, 32, 4, stride=2, padding=1),  # 32×32
+        nn.ReLU(),
+        nn.ConvTranspose2d(32, 1, 4, stride=2, padding=1),  # 64×64 logits
+    )
+
+
+def _mlp_encoder(latent_dim: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(IMAGE_SIZE * IMAGE_SIZE, 1200),
+        nn.ReLU(),
+        nn.Linear(1200, 1200),
+        nn.ReLU(),
+        nn.Linear(1200, 2 * latent_dim),
+    )
+
+
+def _mlp_decoder(latent_dim: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(latent_dim, 1200),
+        nn.Tanh(),
+        nn.Linear(1200, 1200),
+        nn.Tanh(),
+        nn.Linear(1200, 1200),
+        nn.Tanh(),
+        nn.Linear(1200, IMAGE_SIZE * IMAGE_SIZE),
+        nn.Unflatten(1, (1, IMAGE_SIZE, IMAGE_SIZE)),
+    )
+
+
+class BetaVAE(nn.Module):
+    """A VAE with a diagonal-Gaussian posterior; images are ``(n, 1, 64, 64)`` floats in [0, 1]."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        if config.architecture == "conv":
+            self.encoder, self.decoder = (
+                _conv_encoder(config.latent_dim),
+                _conv_decoder(config.latent_dim),
+            )
+        else:
+            self.encoder, self.decoder = (
+                _mlp_encoder(config.latent_dim),
+                _mlp_decoder(config.latent_dim),
+            )
+
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and log-variance, each ``(n, latent_dim)``."""
+        mean, logvar = self.encoder(images).chunk(2, dim=1)
+        return mean, logvar
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Pixel logits ``(n, 1, 64, 64)``."""
+        return self.decoder(latents)
+
+    @staticmethod
+    def reparameterize(
+        mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """z = μ + σ·ε (Kingma & Welling 2014), ε drawn from ``generator`` for exact resumes."""
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return mean + torch.exp(0.5 * logvar) * noise
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Deterministic pass: (posterior mean, log-variance, logits of the decoded mean)."""
+        mean, logvar = self.encode(images)
+        return mean, logvar, self.decode(mean)
+
+
+def images_to_input(images: torch.Tensor) -> torch.Tensor:
+    """dSprites pixels, uint8 ``(n, 64, 64)`` in {0, 1} → float ``(n, 1, 64, 64)``."""
+    return images.float().unsqueeze(1)
+
+
+def select_device(requested: str = "auto") -> torch.device:
+    """``auto``: CUDA, then Apple MPS, then CPU."""
+    if requested != "auto":
+        device = torch.device(requested)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("train.device is cuda but no CUDA GPU is visible; use auto or cpu")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")

@@ -1,0 +1,88 @@
+"""The DVC pipeline through the real CLI, in a fresh copy of the repository."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tests.helpers import copy_repository, run, set_params
+
+
+def clean_env():
+    """The environment of a user who has not configured MLflow: the default store applies."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
+
+
+@pytest.fixture(scope="module")
+def pipeline_repo(tmp_path_factory):
+    repo = copy_repository(tmp_path_factory.mktemp("pipeline") / "repo")
+    set_params(
+        repo,
+        {
+            "data.source": "procedural",  # tests never contact the internet
+            "train.steps": 40,
+            "train.checkpoint_every": 20,
+            "train.log_every": 10,
+        },
+    )
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "tiny"], repo)
+    return repo
+
+
+@pytest.mark.slow
+def test_dvc_repro_shard_offline(pipeline_repo):
+    repo = pipeline_repo
+    run(["dvc", "repro", "shard"], repo, env=clean_env())
+    manifest = json.loads((repo / "data/shards/manifest.json").read_text())
+    assert manifest["num_images"] == 737280 and manifest["source"] == "procedural"
+    verified = json.loads(run(["bvae", "verify-data"], repo).stdout)
+    assert verified["images"] == 737280 and verified["digest"] == manifest["digest"]
+    again = run(["dvc", "repro", "shard"], repo)
+    assert "didn't change, skipping" in again.stdout + again.stderr
+
+
+@pytest.mark.slow
+def test_dvc_repro_train_metrics_plots_and_mlflow(pipeline_repo):
+    repo = pipeline_repo
+    run(["dvc", "repro", "train"], repo, env=clean_env())
+    assert (repo / "models/model.pt").exists() and (repo / "models/checkpoint.pt").exists()
+    metrics = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
+    summary = metrics[""]["data"]["reports/train/summary.json"]["data"]
+    assert summary["step"] == 40 and summary["loss"] > 0
+    run(["dvc", "plots", "show", "-o", "plots-out"], repo)
+    page = (repo / "plots-out/index.html").read_text()
+    assert "KL per latent" in page and "Training loss" in page
+    # The default store is an absolute SQLite file in the repository root.
+    run_file = json.loads((repo / "models/mlflow_run.json").read_text())
+    assert run_file["tracking_uri"] == f"sqlite:///{repo / 'mlflow.db'}"
+    assert not (repo / "mlruns").exists()
+
+
+@pytest.mark.slow
+def test_temp_experiments_log_into_the_parent_store(pipeline_repo):
+    """`dvc exp run --temp` runs in .dvc/tmp/exps/...: its MLflow run must not be lost there."""
+    repo = pipeline_repo
+    run(
+        ["dvc", "exp", "run", "--temp", "-S", "train.steps=20", "-n", "tiny-temp"],
+        repo,
+        env=clean_env(),
+    )
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("bvae-dsprites")
+    runs = client.search_runs([experiment.experiment_id], "tags.dvc_experiment = 'tiny-temp'")
+    assert len(runs) == 1 and runs[0].data.params["train.steps"] == "20"
+    assert runs[0].info.status == "FINISHED"
+    assert not list((repo / ".dvc/tmp").rglob("mlflow.db"))
+    shown = run(["dvc", "exp", "show", "--json"], repo).stdout
+    assert "tiny-temp" in shown
+
+
+def test_bad_params_fail_early_naming_the_key(tmp_path):
+    repo = copy_repository(tmp_path / "repo")
+    set_params(repo, {"shard.compression": "zip"})
+    failed = run(["bvae", "shard"], repo, check=False)
+    assert failed.returncode == 2 and "shard.compression = 'zip'" in failed.stderr

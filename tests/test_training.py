@@ -1,0 +1,171 @@
+"""Training: the loss falls, resumes are exact, and the CLI survives `kill -9`."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from bvae.data import factors, render
+from bvae.models import ModelConfig
+from bvae.objectives import ObjectiveConfig
+from bvae.training import TrainConfig, Trainer, load_trusted
+from tests.helpers import copy_repository, run, set_params
+
+
+@pytest.fixture(scope="module")
+def small_images():
+    rng = np.random.default_rng(0)
+    return render.render_images(
+        factors.classes_from_index(rng.integers(0, factors.NUM_IMAGES, 4096))
+    )
+
+
+def test_a_tiny_run_learns(small_images):
+    trainer = Trainer(
+        ModelConfig(), ObjectiveConfig(beta=1.0), TrainConfig(steps=150, log_every=25), small_images
+    )
+    history = trainer.train(show_progress=False)
+    assert [row["step"] for row in history] == [25, 50, 75, 100, 125, 150]
+    assert history[-1]["loss"] < 0.3 * history[0]["loss"]
+    assert {f"kl_z{k}" for k in range(10)} <= set(history[-1])
+
+
+@pytest.mark.parametrize("architecture", ["conv", "mlp"])
+def test_resume_equals_uninterrupted(small_images, architecture):
+    model = ModelConfig(architecture=architecture)
+    objective = ObjectiveConfig(
+        kind="capacity", capacity_max_nats=5.0, capacity_steps=20, gamma=10.0
+    )
+    straight = Trainer(model, objective, TrainConfig(steps=30, log_every=5), small_images)
+    straight.train(show_progress=False)
+
+    first_half = Trainer(model, objective, TrainConfig(steps=15, log_every=5), small_images)
+    first_half.train(show_progress=False)
+    saved = copy.deepcopy(first_half.state_dict())
+    resumed = Trainer(model, objective, TrainConfig(steps=30, log_every=5), small_images)
+    resumed.load_state_dict(saved)
+    resumed.train(show_progress=False)
+    for name, tensor in straight.model.state_dict().items():
+        assert torch.equal(tensor, resumed.model.state_dict()[name]), name
+    assert [r["loss"] for r in straight.history] == [r["loss"] for r in resumed.history]
+    assert straight.history[-1]["capacity"] == 5.0
+
+
+@pytest.fixture(scope="module")
+def train_repo(tmp_path_factory, full_shards):
+    """A copy of the repository wired to the session's shards and a private MLflow store."""
+    repo = copy_repository(tmp_path_factory.mktemp("train") / "repo")
+    (repo / "data").mkdir(exist_ok=True)
+    (repo / "data" / "shards").symlink_to(full_shards)
+    set_params(
+        repo,
+        {
+            "train.steps": 80,
+            "train.checkpoint_every": 20,
+            "train.log_every": 10,
+            "tracking.experiment": "test",
+        },
+    )
+    return repo
+
+
+def train_env(repo):
+    return {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'tracking.db'}"}
+
+
+def weights(path):
+    return load_trusted(path)["state_dict"]
+
+
+@pytest.mark.slow
+def test_kill_nine_then_rerun_resumes_to_identical_weights(train_repo):
+    env = train_env(train_repo)
+    run(["bvae", "train", "-q", "--fresh"], train_repo, env=env)
+    reference = weights(train_repo / "models/model.pt")
+    reference_run = json.loads((train_repo / "models/mlflow_run.json").read_text())["run_id"]
+
+    (train_repo / "models/checkpoint.pt").unlink()
+    process = subprocess.Popen(
+        ["bvae", "train", "-q"],
+        cwd=train_repo,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    checkpoint, killed_at = train_repo / "models/checkpoint.pt", None
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if checkpoint.exists():
+            killed_at = load_trusted(checkpoint)["step"]
+            if killed_at < 80:
+                os.kill(process.pid, signal.SIGKILL)
+                break
+        time.sleep(0.05)
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    assert killed_at in (20, 40, 60)
+    killed_run = json.loads((train_repo / "models/mlflow_run.json").read_text())["run_id"]
+
+    resumed = run(["bvae", "train", "-q"], train_repo, env=env)
+    assert f"resuming from models/checkpoint.pt at step {killed_at}" in resumed.stderr
+    for name, tensor in weights(train_repo / "models/model.pt").items():
+        assert torch.equal(tensor, reference[name]), name
+    run_file = json.loads((train_repo / "models/mlflow_run.json").read_text())
+    assert run_file["run_id"] == killed_run != reference_run  # the killed run was reopened
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    assert client.get_run(killed_run).info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_mlflow_run_contents(train_repo):
+    """Params, step metrics, dataset input, lineage tags and a loadable model."""
+    env = train_env(train_repo)
+    run(["bvae", "train", "-q", "--fresh"], train_repo, env=env)
+    import mlflow
+    from mlflow import MlflowClient
+
+    run_file = json.loads((train_repo / "models/mlflow_run.json").read_text())
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    logged = client.get_run(run_file["run_id"])
+    params = logged.data.params
+    assert params["train.steps"] == "80" and params["model.architecture"] == "conv"
+    assert params["objective.beta"] == "4.0" and params["data.source"] == "auto"
+    history = client.get_metric_history(run_file["run_id"], "loss")
+    assert [m.step for m in history] == list(range(10, 81, 10))
+    assert client.get_metric_history(run_file["run_id"], "kl_z9")
+    assert logged.data.metrics["final_active_latents"] >= 0
+    manifest = json.loads((train_repo / "data/shards/manifest.json").read_text())
+    (dataset_input,) = logged.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == manifest["digest"][:32]
+    assert dataset_input.dataset.name == "dsprites-procedural"
+    head = run(["git", "rev-parse", "HEAD"], train_repo).stdout.strip()
+    assert logged.data.tags["git_commit"] == head
+    assert logged.info.status == "FINISHED" and logged.info.run_name
+    artifacts = {a.path for a in client.list_artifacts(run_file["run_id"], "training")}
+    assert artifacts == {"training/curves.csv", "training/summary.json"}
+
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    exported = mlflow.pytorch.load_model(run_file["model_uri"])
+    from bvae.models import BetaVAE
+
+    state = load_trusted(train_repo / "models/model.pt")
+    model = BetaVAE(ModelConfig(**state["config"]["model"])).eval()
+    model.load_state_dict(state["state_dict"])
+    images = torch.from_numpy(render.render_images(factors.all_classes()[::100000])).float()[
+        :, None
+    ]
+    with torch.no_grad():
+        expected_mean = model(images)[0]
+        exported_mean = exported(images)[0]
+    assert torch.allclose(expected_mean, exported_mean, atol=1e-5)
