@@ -58,6 +58,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from bvae.stages.evaluate import run_evaluate
+
+    run_evaluate(_params(args), score_model=not args.baselines_only)
+    return 0
+
+
+def _cmd_traverse(args: argparse.Namespace) -> int:
+    from bvae.stages.traverse import run_traverse
+
+    run_traverse(_params(args))
+    return 0
+
+
 def _cmd_verify_data(args: argparse.Namespace) -> int:
     import time
 
@@ -127,6 +141,21 @@ def build_parser() -> argparse.ArgumentParser:
         "stage: train the beta-VAE (resuming a killed run) -> models/, MLflow run",
     )
     train.add_argument("--fresh", action="store_true", help="ignore models/checkpoint.pt")
+
+    evaluate = add(
+        "evaluate",
+        _cmd_evaluate,
+        "stage: disentanglement metrics of the model and baselines -> reports/metrics.json",
+    )
+    evaluate.add_argument(
+        "--baselines-only", action="store_true", help="score only the baselines (no trained model)"
+    )
+
+    add(
+        "traverse",
+        _cmd_traverse,
+        "stage: latent traversals, reconstructions, latent table -> reports/traversals/",
+    )
 
     verify = add("verify-data", _cmd_verify_data, "tool: check every shard against its manifest")
     verify.add_argument("--shards", type=Path, default=Path("data/shards"))

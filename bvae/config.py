@@ -72,6 +72,50 @@ class TrackingConfig(_Section):
     experiment: str = Field("bvae-dsprites", min_length=1)
 
 
+class EvaluateConfig(_Section):
+    """Stage ``evaluate``: which metrics, at which sample sizes, on which representations."""
+
+    sample_sizes: Literal["fast", "dlib"] = "fast"
+    seed: int = Field(0, ge=0)
+    metrics: tuple[Literal["beta_vae", "factor_vae", "mig", "dci", "sap", "modularity"], ...] = (
+        "beta_vae",
+        "factor_vae",
+        "mig",
+        "dci",
+        "sap",
+        "modularity",
+    )
+    dci_estimator: Literal["gbt", "forest"] = "forest"
+    representations: tuple[Literal["mean", "sampled"], ...] = ("mean", "sampled")
+    baselines: tuple[Literal["ground_truth", "pca", "ica", "untrained"], ...] = (
+        "ground_truth",
+        "pca",
+        "ica",
+        "untrained",
+    )
+    baseline_fit_images: int = Field(10000, ge=100)
+    heldout_images: int = Field(10000, ge=100, le=737280)
+    encode_batch_size: int = Field(2048, ge=1)
+    encode_all: Literal["auto", "on", "off"] = "auto"  # auto: on for CUDA
+    device: str = "auto"
+
+
+class TraverseConfig(_Section):
+    """Stage ``traverse``: latent traversals and the latent table."""
+
+    mode: Literal["linear", "quantile"] = "linear"  # quantile: the range the encoder uses
+    low: float = -3.0
+    high: float = 3.0
+    steps: int = Field(11, ge=2, le=64)
+    extra_seeds: int = Field(1, ge=0, le=16)  # random seed images beside one per shape
+    sample_images: int = Field(10000, ge=100, le=737280)  # for KL order and the latent table
+    reconstructions: int = Field(10, ge=1, le=64)
+    active_kl: float = Field(0.1, ge=0)  # nats; below it a latent is "inactive"
+    gif_frame_ms: int = Field(120, ge=10)
+    seed: int = Field(0, ge=0)
+    device: str = "auto"
+
+
 class Params(_Section):
     """All of ``params.yaml``."""
 
@@ -81,6 +125,8 @@ class Params(_Section):
     objective: ObjectiveConfig = ObjectiveConfig()
     train: TrainConfig = TrainConfig()
     tracking: TrackingConfig = TrackingConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    traverse: TraverseConfig = TraverseConfig()
 
 
 def _suggest(key: str, allowed: list[str]) -> str:

@@ -234,6 +234,12 @@ def log_artifact(run: RunHandle, path: str | os.PathLike, artifact_path: str | N
     _client().log_artifact(run.run_id, str(path), artifact_path)
 
 
+def log_artifacts(
+    run: RunHandle, folder: str | os.PathLike, artifact_path: str | None = None
+) -> None:
+    _client().log_artifacts(run.run_id, str(folder), artifact_path)
+
+
 def log_torch_model(
     run: RunHandle,
     model,

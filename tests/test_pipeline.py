@@ -25,6 +25,9 @@ def pipeline_repo(tmp_path_factory):
             "train.steps": 40,
             "train.checkpoint_every": 20,
             "train.log_every": 10,
+            "evaluate.heldout_images": 1000,
+            "traverse.sample_images": 1000,
+            "traverse.steps": 7,
         },
     )
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "tiny"], repo)
@@ -58,6 +61,60 @@ def test_dvc_repro_train_metrics_plots_and_mlflow(pipeline_repo):
     run_file = json.loads((repo / "models/mlflow_run.json").read_text())
     assert run_file["tracking_uri"] == f"sqlite:///{repo / 'mlflow.db'}"
     assert not (repo / "mlruns").exists()
+
+
+@pytest.mark.slow
+def test_dvc_repro_evaluate_scores_model_and_baselines(pipeline_repo):
+    repo = pipeline_repo
+    run(["dvc", "repro", "evaluate"], repo, env=clean_env())
+    report = json.loads((repo / "reports/metrics.json").read_text())
+    metrics = {"beta_vae", "factor_vae", "mig", "dci", "sap", "modularity"}
+    assert set(report["model"]) == {"mean", "sampled"}
+    assert set(report["baselines"]) == {"ground_truth", "pca", "ica", "untrained"}
+    for scores in [*report["model"].values(), *report["baselines"].values()]:
+        assert set(scores) == metrics
+    truth = report["baselines"]["ground_truth"]
+    assert truth["factor_vae"]["eval_accuracy"] == 1.0 and truth["dci"]["disentanglement"] > 0.99
+    assert report["heldout"]["num_images"] == 1000 and report["heldout"]["reconstruction_nats"] > 0
+    assert report["seconds"]["model.mean.mig"] >= 0
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
+    assert "reports/metrics.json" in shown[""]["data"]
+    from mlflow import MlflowClient
+
+    run_id = json.loads((repo / "models/mlflow_run.json").read_text())["run_id"]
+    logged = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}").get_run(run_id).data.metrics
+    assert (
+        logged["eval.model.mean.factor_vae.eval_accuracy"]
+        == report["model"]["mean"]["factor_vae"]["eval_accuracy"]
+    )
+    assert logged["eval.baselines.ground_truth.mig.discrete_mig"] == truth["mig"]["discrete_mig"]
+
+
+@pytest.mark.slow
+def test_dvc_repro_traverse_images_plots_and_mlflow(pipeline_repo):
+    repo = pipeline_repo
+    run(["dvc", "repro", "traverse"], repo, env=clean_env())
+    images = {p.name for p in (repo / "reports/traversals").iterdir()}
+    assert {"traversal_square.png", "traversal_heart.gif", "reconstructions.png"} <= images
+    assert {"kl_per_latent.png", "training_curves.png"} <= images
+    latents = json.loads((repo / "reports/latents.json").read_text())
+    assert (
+        len(latents["latents"]) == 10
+        and "| latent | encodes |" in (repo / "reports/latents.md").read_text()
+    )
+    run(["dvc", "plots", "show", "-o", "plots-all"], repo)
+    page = (repo / "plots-all/index.html").read_text()
+    assert "traversal_square.png" in page and "KL per latent" in page  # images beside the curves
+    from mlflow import MlflowClient
+
+    run_id = json.loads((repo / "models/mlflow_run.json").read_text())["run_id"]
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    logged = {a.path for a in client.list_artifacts(run_id, "traversals")}
+    assert {
+        "traversals/traversal_square.png",
+        "traversals/latents.json",
+        "traversals/latents.md",
+    } <= logged
 
 
 @pytest.mark.slow

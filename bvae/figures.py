@@ -1,0 +1,120 @@
+"""Turning arrays into image files: labelled PNG grids, GIFs, and matplotlib charts.
+
+Offline users see everything here: ``dvc plots show`` loads Vega from a CDN, so its curves are
+blank without internet, while these PNGs always render.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    return (np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
+def save_labelled_grid(
+    path: str | os.PathLike,
+    canvas: np.ndarray,
+    row_labels: Sequence[str],
+    *,
+    tile: int = 64,
+    padding: int = 2,
+    scale: int = 2,
+    title: str = "",
+) -> None:
+    """A mosaic (see ``traversal.mosaic``) with a label to the left of each row."""
+    image = Image.fromarray(to_uint8(canvas), mode="L").resize(
+        (canvas.shape[1] * scale, canvas.shape[0] * scale), Image.NEAREST
+    )
+    margin, header = 120, 24 if title else 4
+    framed = Image.new("L", (image.width + margin, image.height + header), color=255)
+    framed.paste(image, (margin, header))
+    draw = ImageDraw.Draw(framed)
+    if title:
+        draw.text((4, 4), title, fill=0)
+    for row, label in enumerate(row_labels):
+        centre = header + scale * (padding + row * (tile + padding) + tile // 2)
+        draw.text((4, centre - 6), label, fill=0)
+    framed.save(path)
+
+
+def save_gif(
+    path: str | os.PathLike, frames: np.ndarray, *, scale: int = 2, frame_ms: int = 120
+) -> None:
+    images = [
+        Image.fromarray(to_uint8(frame), mode="L").resize(
+            (frame.shape[1] * scale, frame.shape[0] * scale), Image.NEAREST
+        )
+        for frame in frames
+    ]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display here or in CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_kl_bar_chart(path: str | os.PathLike, kl_per_latent: np.ndarray, active_kl: float) -> None:
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6, 3), dpi=100)
+    colours = ["tab:blue" if kl >= active_kl else "tab:gray" for kl in kl_per_latent]
+    axis.bar([f"z{k}" for k in range(len(kl_per_latent))], kl_per_latent, color=colours)
+    axis.axhline(
+        active_kl,
+        color="tab:red",
+        linewidth=0.8,
+        linestyle="--",
+        label=f"active ≥ {active_kl} nats",
+    )
+    axis.set_ylabel("KL (nats)")
+    axis.set_title("KL per latent (blue: active)")
+    axis.legend(loc="upper right", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def read_curves(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    with open(path, newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    return {key: np.array([float(row[key]) for row in rows]) for key in rows[0]} if rows else {}
+
+
+def save_training_curves(path: str | os.PathLike, curves: dict[str, np.ndarray]) -> None:
+    """Loss and reconstruction, KL and capacity, and the KL of every latent over steps."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4), dpi=100)
+    step = curves["step"]
+    axes[0].plot(step, curves["loss"], label="loss")
+    axes[0].plot(step, curves["reconstruction"], label="reconstruction")
+    axes[0].set_yscale("log")
+    axes[0].set_title("Loss (nats / image)")
+    axes[1].plot(step, curves["kl"], label="KL")
+    axes[1].plot(step, curves["capacity"], label="capacity C", linestyle="--")
+    axes[1].set_title("KL and capacity (nats)")
+    for key in sorted((k for k in curves if k.startswith("kl_z")), key=lambda k: int(k[4:])):
+        axes[2].plot(step, curves[key], label=key[3:])
+    axes[2].set_title("KL per latent (nats)")
+    for axis in axes:
+        axis.set_xlabel("step")
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def ensure_folder(path: str | os.PathLike) -> Path:
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return Path(path)

@@ -1,0 +1,149 @@
+"""Stage ``traverse``: ``reports/traversals/`` (images) and ``reports/latents.json``.
+
+For a few seed images (one per shape at least), every latent is swept while the others stay
+at the seed's posterior mean; rows are ordered by KL with the KL printed beside them. Also:
+animated traversals (GIF), reconstructions beside originals, a KL-per-latent bar chart, the
+training curves as PNG (readable offline, unlike ``dvc plots show``'s Vega), and the latent →
+factor table. Every image goes into the training's MLflow run under ``traversals/``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bvae import figures, tracking, traversal
+from bvae.config import Params, TraverseConfig
+from bvae.data import factors
+from bvae.data.ground_truth import DSprites
+from bvae.data.shards import load_dataset
+from bvae.fileio import atomic_path, write_json
+from bvae.model_file import load_model
+from bvae.models import BetaVAE, select_device
+from bvae.representations import torch_encoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TraversePaths:
+    shards: Path = Path("data/shards")
+    model: Path = Path("models/model.pt")
+    run_file: Path = tracking.RUN_FILE
+    curves: Path = Path("reports/train/curves.csv")
+    out_dir: Path = Path("reports/traversals")
+    latents: Path = Path("reports/latents.json")
+    latents_markdown: Path = Path("reports/latents.md")
+
+
+def torch_decoder(model: BetaVAE, device: torch.device) -> traversal.Decoder:
+    model = model.to(device).to(memory_format=torch.contiguous_format).eval()
+
+    @torch.inference_mode()
+    def decode(latents: np.ndarray) -> np.ndarray:
+        logits = model.decode(torch.from_numpy(np.asarray(latents, dtype=np.float32)).to(device))
+        return torch.sigmoid(logits).squeeze(1).float().cpu().numpy()
+
+    return decode
+
+
+def seed_classes(config: TraverseConfig, rng: np.random.Generator) -> np.ndarray:
+    """Seed images: one canonical sprite per shape (large, upright, centred), then random ones."""
+    canonical = np.array([[0, shape, 5, 0, 16, 16] for shape in range(3)])
+    extra = factors.classes_from_index(rng.integers(0, factors.NUM_IMAGES, size=config.extra_seeds))
+    return np.concatenate([canonical, extra])
+
+
+def render_reports(
+    model: BetaVAE,
+    data: DSprites,
+    config: TraverseConfig,
+    out_dir: Path,
+    curves_csv: Path | None = None,
+    device: torch.device | None = None,
+) -> dict:
+    """Write every image into ``out_dir`` and return the latent table (the renderer a pulled
+    registry model uses too)."""
+    device = device or select_device(config.device)
+    rng = np.random.default_rng(config.seed)
+    encode, decode = torch_encoder(model, device), torch_decoder(model, device)
+    sample = np.sort(rng.choice(len(data), size=config.sample_images, replace=False))
+    latents_mean, latents_logvar = encode(data.images[sample])
+    kl_per_latent = np.mean(
+        0.5 * (latents_mean**2 + np.exp(latents_logvar) - latents_logvar - 1.0), axis=0
+    )
+    order = traversal.order_by_kl(kl_per_latent)
+    latent_dim = model.config.latent_dim
+    if config.mode == "quantile":
+        values = traversal.quantile_values(latents_mean, config.steps)
+    else:
+        values = traversal.linear_values(latent_dim, config.steps, config.low, config.high)
+    labels = [f"z{k}  KL {kl_per_latent[k]:.2f}" for k in order]
+    seeds = seed_classes(config, rng)
+    seed_means, _ = encode(data.images[factors.index_from_classes(seeds)])
+    for number, (classes, seed_code) in enumerate(zip(seeds, seed_means, strict=True)):
+        name = factors.SHAPE_NAMES[classes[1]] if number < 3 else f"random{number - 2}"
+        grid = traversal.traversal_grid(decode, seed_code, values, order)
+        title = f"seed {name}: latents by KL, {config.mode} sweep"
+        figures.save_labelled_grid(
+            out_dir / f"traversal_{name}.png", traversal.mosaic(grid), labels, title=title
+        )
+        figures.save_gif(
+            out_dir / f"traversal_{name}.gif",
+            traversal.animation_frames(grid),
+            frame_ms=config.gif_frame_ms,
+        )
+    originals = data.images[sample[: config.reconstructions]].astype(np.float32)
+    reconstructions = decode(latents_mean[: config.reconstructions])
+    pairs = np.stack([originals, reconstructions])
+    figures.save_labelled_grid(
+        out_dir / "reconstructions.png", traversal.mosaic(pairs), ["original", "reconstruction"]
+    )
+    figures.save_kl_bar_chart(out_dir / "kl_per_latent.png", kl_per_latent, config.active_kl)
+    if curves_csv is not None and curves_csv.exists():
+        figures.save_training_curves(
+            out_dir / "training_curves.png", figures.read_curves(curves_csv)
+        )
+    factor_classes = factors.classes_from_index(sample)[:, list(factors.VARYING_FACTOR_INDICES)]
+    names = [factors.FACTOR_NAMES[k] for k in factors.VARYING_FACTOR_INDICES]
+    table = traversal.latent_factor_table(
+        latents_mean,
+        latents_logvar,
+        factor_classes,
+        names,
+        kl_per_latent,
+        active_kl=config.active_kl,
+    )
+    return {"latents": table, "order": [f"z{k}" for k in order], "sample_images": int(len(sample))}
+
+
+def run_traverse(
+    params: Params, paths: TraversePaths = TraversePaths(), model: BetaVAE | None = None
+) -> dict:
+    config = params.traverse
+    data = DSprites(load_dataset(paths.shards).images)
+    model = model or load_model(paths.model)
+    with atomic_path(paths.out_dir, directory=True) as staging:
+        report = render_reports(model, data, config, staging, paths.curves)
+    write_json(paths.latents, report)
+    with atomic_path(paths.latents_markdown) as temporary:
+        temporary.write_text(traversal.latent_table_markdown(report["latents"]))
+    for row in report["latents"]:
+        log.info(
+            "%s: %s (KL %.2f, variance %.4f)",
+            row["latent"],
+            row["encodes"],
+            row["kl"],
+            row["mean_posterior_variance"],
+        )
+    if paths.run_file.exists():
+        run = tracking.read_run_file(paths.run_file)
+        tracking.log_artifacts(run, paths.out_dir, "traversals")
+        for path in (paths.latents, paths.latents_markdown):
+            tracking.log_artifact(run, path, "traversals")
+        log.info("images logged to MLflow run %s under traversals/", run.run_id)
+    return report

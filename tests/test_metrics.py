@@ -1,0 +1,165 @@
+"""Metric oracles (disentanglement_lib's idea): representations whose scores the definitions fix.
+
+Codes are built from the factor classes of the dSprites grid (sizes 3, 6, 40, 32, 32). The
+expected values are what the definitions give at disentanglement_lib's sample sizes, not 1 or 0
+by wishful thinking: 20 bins cannot resolve 32- and 40-valued factors (MIG ≈ 0.90), and a
+one-dimensional linear SVM cannot isolate the middle values of a 32-valued factor (SAP ≈ 0.25).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import mutual_info_score
+
+from bvae.data import factors
+from bvae.data.ground_truth import FactorGridData
+from bvae.metrics import compute_all, metric_sizes
+from bvae.metrics.dci import completeness, disentanglement
+from bvae.metrics.discrete import entropy, histogram_discretize, mutual_information
+from bvae.metrics.sampling import factor_representation, table_representation
+
+DLIB = metric_sizes("dlib")
+FAST = metric_sizes("fast")
+
+
+@pytest.fixture(scope="module")
+def grid():
+    """The dSprites factor grid without pixels: the oracles need only factors."""
+    no_pixels = np.broadcast_to(np.zeros((1, 1), np.uint8), (factors.NUM_IMAGES, 1))
+    return FactorGridData(no_pixels, factors.FACTOR_NAMES, factors.FACTOR_SIZES)
+
+
+def score(
+    grid,
+    represent,
+    sizes=DLIB,
+    metrics=("beta_vae", "factor_vae", "mig", "dci", "sap", "modularity"),
+    seed=0,
+):
+    results = compute_all(
+        grid, represent, sizes=sizes, metrics=metrics, dci_estimator="forest", seed=seed
+    )
+    results.pop("seconds")
+    return results
+
+
+def rotate_pair(first: int, second: int, angle: float):
+    cos, sin = np.cos(angle), np.sin(angle)
+
+    def represent(factor_classes, rng):
+        codes = factor_classes.astype(np.float64)
+        a, b = codes[:, first].copy(), codes[:, second].copy()
+        codes[:, first], codes[:, second] = cos * a - sin * b, sin * a + cos * b
+        return codes
+
+    return represent
+
+
+@pytest.fixture(scope="module")
+def ground_truth_scores(grid):
+    return score(grid, factor_representation)
+
+
+def test_ground_truth_factors(ground_truth_scores):
+    s = ground_truth_scores
+    assert s["factor_vae"]["eval_accuracy"] == 1.0 and s["factor_vae"]["num_active_dims"] == 5
+    assert s["beta_vae"]["eval_accuracy"] == 1.0
+    for key in ("disentanglement", "completeness", "informativeness_test"):
+        assert s["dci"][key] == pytest.approx(1.0, abs=1e-6)
+    assert s["modularity"]["modularity"] == pytest.approx(1.0, abs=1e-3)  # plug-in MI bias
+    assert s["mig"]["discrete_mig"] == pytest.approx(0.90, abs=0.02)  # 20 bins, 32/40 values
+    assert s["sap"]["sap_score"] == pytest.approx(0.25, abs=0.04)  # 1-D SVMs on 32 classes
+
+
+def test_constant_code(grid):
+    s = score(grid, lambda f, rng: np.zeros((len(f), 5)), sizes=FAST)
+    assert s["mig"]["discrete_mig"] == 0.0
+    assert s["factor_vae"] == {"train_accuracy": 0.0, "eval_accuracy": 0.0, "num_active_dims": 0}
+    assert s["beta_vae"]["eval_accuracy"] == pytest.approx(0.2, abs=0.05)  # chance over 5 factors
+    assert s["dci"]["disentanglement"] == pytest.approx(0.0, abs=1e-6)
+    assert s["dci"]["completeness"] == pytest.approx(0.0, abs=1e-6)
+    assert s["sap"]["sap_score"] == 0.0 and s["modularity"]["modularity"] == 0.0
+
+
+def test_duplicated_latents(grid):
+    s = score(
+        grid, lambda f, rng: np.concatenate([f, f], axis=1).astype(float), metrics=("mig", "dci")
+    )
+    assert s["mig"]["discrete_mig"] == pytest.approx(0.0, abs=1e-9)  # the top two codes tie
+    assert s["dci"]["completeness"] == pytest.approx(
+        0.70, abs=0.05
+    )  # each factor split over 2 codes
+    assert s["dci"]["disentanglement"] == pytest.approx(1.0, abs=0.01)
+
+
+def test_two_factors_mixed_by_45_degrees(grid):
+    s = score(grid, rotate_pair(3, 4, np.pi / 4), metrics=("beta_vae", "factor_vae", "mig", "dci"))
+    assert s["mig"]["discrete_mig"] == pytest.approx(0.56, abs=0.03)
+    assert s["factor_vae"]["eval_accuracy"] == pytest.approx(0.80, abs=0.03)
+    assert s["beta_vae"]["eval_accuracy"] == pytest.approx(0.81, abs=0.03)
+    assert s["dci"]["disentanglement"] == pytest.approx(0.81, abs=0.03)
+
+
+def test_full_random_rotation_hurts_mig_dci_sap_most(grid, ground_truth_scores):
+    rotation = np.linalg.qr(np.random.default_rng(0).standard_normal((5, 5)))[0]
+    s = score(grid, lambda f, rng: f.astype(float) @ rotation, sizes=FAST)
+    assert s["mig"]["discrete_mig"] < 0.3 < ground_truth_scores["mig"]["discrete_mig"]
+    assert s["dci"]["disentanglement"] < 0.3 and s["sap"]["sap_score"] < 0.1
+    # A linear classifier on |z1 - z2| still finds the fixed factor most of the time.
+    assert s["beta_vae"]["eval_accuracy"] > 0.75
+
+
+def test_pure_noise_latents_change_nothing(grid, ground_truth_scores):
+    def with_noise(f, rng):
+        return np.concatenate([f.astype(float), rng.standard_normal((len(f), 3))], axis=1)
+
+    s = score(grid, with_noise, metrics=("mig", "factor_vae", "dci"))
+    assert s["mig"]["discrete_mig"] == pytest.approx(
+        ground_truth_scores["mig"]["discrete_mig"], abs=0.01
+    )
+    assert s["factor_vae"]["eval_accuracy"] == 1.0 and s["factor_vae"]["num_active_dims"] == 8
+    assert s["dci"]["disentanglement"] == pytest.approx(1.0, abs=0.01)
+    assert s["dci"]["completeness"] == pytest.approx(1.0, abs=0.01)
+
+
+def test_permutation_invariance_and_determinism(grid):
+    mixing = rotate_pair(0, 2, 0.3)
+    order = np.array([3, 0, 4, 1, 2])
+    first = score(grid, mixing, sizes=FAST)
+    permuted = score(grid, lambda f, rng: mixing(f, rng)[:, order], sizes=FAST)
+    again = score(grid, mixing, sizes=FAST)
+    assert again == first  # same seed, same numbers
+    for metric, values in first.items():
+        for key, value in values.items():
+            assert permuted[metric][key] == pytest.approx(value, abs=0.02), (metric, key)
+
+
+def test_sampled_table_shares_the_mean_streams(grid):
+    rng_table = np.random.default_rng(0)
+    mean = rng_table.standard_normal((factors.NUM_IMAGES, 4)).astype(np.float32)
+    logvar = np.full_like(mean, -20.0)  # sd 4.5e-5: the samples sit on the means
+    by_mean = score(grid, table_representation(grid, mean), sizes=FAST, metrics=("mig",))
+    by_sample = score(
+        grid, table_representation(grid, mean, logvar, sampled=True), sizes=FAST, metrics=("mig",)
+    )
+    assert by_sample["mig"]["discrete_mig"] == pytest.approx(
+        by_mean["mig"]["discrete_mig"], abs=1e-3
+    )
+
+
+def test_discrete_helpers_match_their_definitions():
+    rng = np.random.default_rng(0)
+    first, second = rng.integers(0, 7, 5000), rng.integers(0, 5, 5000)
+    second[:2500] = first[:2500] % 5
+    assert mutual_information(first, second) == pytest.approx(
+        mutual_info_score(first, second), abs=1e-12
+    )
+    assert entropy(second) == pytest.approx(mutual_info_score(second, second), abs=1e-12)
+    codes = rng.standard_normal((1000, 2))
+    binned = histogram_discretize(codes, 20)
+    assert binned.min() == 1 and binned.max() == 20  # np.digitize against the left edges
+    assert completeness(np.eye(4)) == pytest.approx(1.0) and disentanglement(
+        np.eye(4)
+    ) == pytest.approx(1.0)
+    assert disentanglement(np.ones((4, 4))) == pytest.approx(0.0, abs=1e-9)
