@@ -56,12 +56,8 @@ def main() -> None:
                 f"Python {platform.python_version()}",
                 "median_seconds": medians,
                 "render_plus_shard_seconds": round(medians["render_npz"] + medians["shard"], 2),
-                "all_seconds": {
-                    step: [round(v, 2) for v in values] for step, values in timings.items()
-                },
-                "peak_rss_gib": round(
-                    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2
-                ),
+                "all_seconds": {step: [round(v, 2) for v in values] for step, values in timings.items()},
+                "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
             },
             indent=2,
         )

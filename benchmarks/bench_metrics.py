@@ -45,9 +45,7 @@ def main() -> None:
         totals, per_metric = [], []
         for _ in range(repeats):
             start = time.perf_counter()
-            results = compute_all(
-                grid, represent, sizes=metric_sizes("dlib"), dci_estimator=estimator
-            )
+            results = compute_all(grid, represent, sizes=metric_sizes("dlib"), dci_estimator=estimator)
             totals.append(time.perf_counter() - start)
             per_metric.append(results["seconds"])
         report[name] = {

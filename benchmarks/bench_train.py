@@ -46,9 +46,7 @@ def plain_loop(images, architecture, batch_size, steps, warmup, device) -> float
     model = BetaVAE(ModelConfig(architecture=architecture)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
     objective = ObjectiveConfig()
-    loader = DataLoader(
-        PerSampleDataset(images), batch_size=batch_size, shuffle=True, drop_last=True
-    )
+    loader = DataLoader(PerSampleDataset(images), batch_size=batch_size, shuffle=True, drop_last=True)
     batches = itertools.cycle(loader)
     for step in range(warmup + steps):
         if step == warmup:
@@ -68,9 +66,7 @@ def plain_loop(images, architecture, batch_size, steps, warmup, device) -> float
 
 
 def bvae_loop(images, architecture, batch_size, steps, warmup, device) -> float:
-    config = TrainConfig(
-        steps=warmup + steps, batch_size=batch_size, log_every=10**9, device=str(device)
-    )
+    config = TrainConfig(steps=warmup + steps, batch_size=batch_size, log_every=10**9, device=str(device))
     trainer = Trainer(ModelConfig(architecture=architecture), ObjectiveConfig(), config, images)
     for _ in range(warmup):
         trainer._run_batch()
@@ -103,12 +99,8 @@ def main() -> None:
             warmup = 50 if device.type == "cuda" else 3
             rates = {"plain": [], "bvae": []}
             for _ in range(args.repeats):
-                rates["plain"].append(
-                    plain_loop(images, architecture, batch_size, steps, warmup, device)
-                )
-                rates["bvae"].append(
-                    bvae_loop(images, architecture, batch_size, steps, warmup, device)
-                )
+                rates["plain"].append(plain_loop(images, architecture, batch_size, steps, warmup, device))
+                rates["bvae"].append(bvae_loop(images, architecture, batch_size, steps, warmup, device))
             plain, ours = statistics.median(rates["plain"]), statistics.median(rates["bvae"])
             results.append(
                 {
@@ -124,9 +116,7 @@ def main() -> None:
             )
             print(json.dumps(results[-1]), flush=True)
     name = (
-        torch.cuda.get_device_name()
-        if device.type == "cuda"
-        else platform.processor() or platform.machine()
+        torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine()
     )
     print(
         json.dumps(

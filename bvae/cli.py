@@ -66,9 +66,52 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_traverse(args: argparse.Namespace) -> int:
-    from bvae.stages.traverse import run_traverse
+    if args.model is None:  # the DVC stage
+        from bvae.stages.traverse import run_traverse
 
-    run_traverse(_params(args))
+        run_traverse(_params(args))
+        return 0
+    from bvae.consume import load
+    from bvae.data.ground_truth import DSprites
+    from bvae.fileio import atomic_path
+    from bvae.stages.traverse import render_reports
+
+    data = DSprites.from_shards(args.shards)
+    with atomic_path(args.out, directory=True) as staging:
+        report = render_reports(load(args.model), data, _params(args).traverse, staging)
+    (args.out / "latents.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(args.out)
+    return 0
+
+
+def _cmd_register(args: argparse.Namespace) -> int:
+    from bvae.stages.register import run_register
+
+    result = run_register(_params(args))
+    print(json.dumps(result.__dict__, indent=2))
+    return 0
+
+
+def _cmd_pull(args: argparse.Namespace) -> int:
+    from bvae.consume import pull
+
+    out = pull(args.reference, args.out)
+    print(f"pulled {args.reference} into {out.resolve()}: model.pt, mlflow_model/, MODEL_CARD.md, card.json")
+    return 0
+
+
+def _cmd_encode(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from bvae.consume import encode, load, read_images
+    from bvae.fileio import atomic_path
+
+    images, names = read_images(args.images)
+    mean, logvar = encode(load(args.model), images)
+    with atomic_path(args.out) as temporary:
+        with open(temporary, "wb") as stream:
+            np.savez(stream, latents_mean=mean, latents_logvar=logvar, names=np.array(names))
+    print(f"{len(images)} images -> {args.out} (latents_mean, latents_logvar, names)")
     return 0
 
 
@@ -127,9 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stage: fetch (MD5-verified) or render dSprites -> data/raw/dsprites.npz",
     )
     download.add_argument("--out", type=Path, default=Path("data/raw/dsprites.npz"))
-    download.add_argument(
-        "--source", choices=["auto", "official", "procedural"], help="override data.source"
-    )
+    download.add_argument("--source", choices=["auto", "official", "procedural"], help="override data.source")
 
     shard = add("shard", _cmd_shard, "stage: cut the npz into verified HDF5 shards -> data/shards/")
     shard.add_argument("--npz", type=Path, default=Path("data/raw/dsprites.npz"))
@@ -151,29 +192,57 @@ def build_parser() -> argparse.ArgumentParser:
         "--baselines-only", action="store_true", help="score only the baselines (no trained model)"
     )
 
-    add(
+    traverse = add(
         "traverse",
         _cmd_traverse,
-        "stage: latent traversals, reconstructions, latent table -> reports/traversals/",
+        "stage: latent traversals, reconstructions, latent table -> reports/traversals/; "
+        "with MODEL, the same for a pulled or registered model",
     )
+    traverse.add_argument(
+        "model", nargs="?", help="models:/NAME@ALIAS, NAME/VERSION, a pulled folder or model.pt"
+    )
+    traverse.add_argument("--out", type=Path, default=Path("traversals"), help="with MODEL: output folder")
+    traverse.add_argument(
+        "--shards", type=Path, default=Path("data/shards"), help="seed images come from here"
+    )
+
+    add(
+        "register",
+        _cmd_register,
+        "stage: register the evaluated model, promote it if it beats the champion",
+    )
+    pull = add(
+        "pull",
+        _cmd_pull,
+        "tool: download a registered model (NAME@ALIAS or NAME/VERSION), verified",
+    )
+    pull.add_argument("reference", help="e.g. bvae-dsprites@champion or bvae-dsprites/3")
+    pull.add_argument("--out", type=Path, required=True)
+    encode = add("encode", _cmd_encode, "tool: latent means and variances of images (npz/npy/PNG folder)")
+    encode.add_argument("model", help="a pulled folder, model.pt, or models:/NAME@ALIAS")
+    encode.add_argument("images", type=Path)
+    encode.add_argument("--out", type=Path, default=Path("latents.npz"))
 
     verify = add("verify-data", _cmd_verify_data, "tool: check every shard against its manifest")
     verify.add_argument("--shards", type=Path, default=Path("data/shards"))
-    verify.add_argument(
-        "--load", action="store_true", help="also load everything and report time and RAM"
-    )
+    verify.add_argument("--load", action="store_true", help="also load everything and report time and RAM")
     return parser
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from bvae.config import ParamsError
+    from bvae.consume import PullError
     from bvae.data.download import DownloadError
     from bvae.data.npz import NpzFormatError
     from bvae.data.shards import ShardError
     from bvae.tracking import TrackingError
+    from bvae.tracking.registry import RegistryError
 
     return (
         ParamsError,
+        PullError,
+        RegistryError,
+        KeyError,
         DownloadError,
         NpzFormatError,
         ShardError,

@@ -116,6 +116,14 @@ class TraverseConfig(_Section):
     device: str = "auto"
 
 
+class RegisterConfig(_Section):
+    """Stage ``register``: the registered model's name and its promotion gate."""
+
+    model_name: str = Field("bvae-dsprites", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    selection_metric: str = "model.mean.factor_vae.eval_accuracy"  # a key of reports/metrics.json
+    margin: float = Field(0.0, ge=0)  # promote only when beating the champion by more than this
+
+
 class Params(_Section):
     """All of ``params.yaml``."""
 
@@ -127,6 +135,7 @@ class Params(_Section):
     tracking: TrackingConfig = TrackingConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     traverse: TraverseConfig = TraverseConfig()
+    registry: RegisterConfig = RegisterConfig()
 
 
 def _suggest(key: str, allowed: list[str]) -> str:

@@ -45,9 +45,7 @@ def save_labelled_grid(
     framed.save(path)
 
 
-def save_gif(
-    path: str | os.PathLike, frames: np.ndarray, *, scale: int = 2, frame_ms: int = 120
-) -> None:
+def save_gif(path: str | os.PathLike, frames: np.ndarray, *, scale: int = 2, frame_ms: int = 120) -> None:
     images = [
         Image.fromarray(to_uint8(frame), mode="L").resize(
             (frame.shape[1] * scale, frame.shape[0] * scale), Image.NEAREST

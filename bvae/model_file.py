@@ -18,3 +18,18 @@ def load_model(path: str | os.PathLike) -> BetaVAE:
     model = BetaVAE(ModelConfig(**state["config"]["model"]))
     model.load_state_dict(state["state_dict"])
     return model.eval()
+
+
+def weights_digest(model: BetaVAE) -> str:
+    """SHA-256 over the config and every tensor in name order: equal weights, equal digest.
+
+    (The bytes of a ``torch.save`` file are not a stable identity across torch versions.)
+    """
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()

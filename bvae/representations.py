@@ -26,18 +26,14 @@ Encoder = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 def torch_encoder(model: BetaVAE, device: torch.device, batch_size: int = 2048) -> Encoder:
     """uint8 images ``(n, 64, 64)`` → posterior (mean, logvar) as float32 arrays, in batches."""
     model = model.to(device).eval()
-    memory_format = (
-        torch.channels_last if model.config.architecture == "conv" else torch.contiguous_format
-    )
+    memory_format = torch.channels_last if model.config.architecture == "conv" else torch.contiguous_format
     model = model.to(memory_format=memory_format)
 
     @torch.inference_mode()
     def encode(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         means, logvars = [], []
         for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(
-                device
-            )
+            batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
             batch = images_to_input(batch).contiguous(memory_format=memory_format)
             mean, logvar = model.encode(batch)
             means.append(mean.float().cpu().numpy())
@@ -63,9 +59,7 @@ class EncodedTable:
     def ensure(self, index: np.ndarray) -> None:
         missing = np.unique(index[~self.filled[index]])
         if len(missing):
-            self.mean[missing], self.logvar[missing] = self.encode(
-                self.ground_truth.images[missing]
-            )
+            self.mean[missing], self.logvar[missing] = self.encode(self.ground_truth.images[missing])
             self.filled[missing] = True
 
     def encode_all(self, chunk: int = 65536) -> None:
@@ -103,9 +97,7 @@ def pixel_baseline(
         # randomised PCA in ~2 s instead of an SVD of the whole pixel matrix (~50 s).
         model = make_pipeline(
             PCA(n_components=num_components, random_state=seed),
-            FastICA(
-                n_components=num_components, whiten="unit-variance", max_iter=400, random_state=seed
-            ),
+            FastICA(n_components=num_components, whiten="unit-variance", max_iter=400, random_state=seed),
         )
     else:
         raise ValueError(f"pixel baselines are 'pca' and 'ica', got {method!r}")

@@ -124,9 +124,7 @@ class Trainer:
 
     def _run_batch(self):
         size = self.train_config.batch_size
-        index = torch.randint(
-            0, len(self.data), (size,), device=self.device, generator=self.generator
-        )
+        index = torch.randint(0, len(self.data), (size,), device=self.device, generator=self.generator)
         batch = images_to_input(self.data.index_select(0, index))
         batch = batch.contiguous(memory_format=self.memory_format)
         noise = torch.randn(

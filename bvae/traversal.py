@@ -18,9 +18,7 @@ from bvae.metrics.discrete import entropy, histogram_discretize, mutual_informat
 Decoder = Callable[[np.ndarray], np.ndarray]
 
 
-def linear_values(
-    latent_dim: int, num_steps: int, low: float = -3.0, high: float = 3.0
-) -> np.ndarray:
+def linear_values(latent_dim: int, num_steps: int, low: float = -3.0, high: float = 3.0) -> np.ndarray:
     """``(latent_dim, num_steps)``: the same evenly spaced sweep for every latent."""
     return np.tile(np.linspace(low, high, num_steps), (latent_dim, 1))
 
@@ -57,9 +55,7 @@ def traversal_grid(
 def mosaic(images: np.ndarray, padding: int = 2, fill: float = 0.5) -> np.ndarray:
     """``(rows, cols, H, W)`` images → one ``(rows·(H+p)+p, cols·(W+p)+p)`` float array."""
     rows, cols, height, width = images.shape
-    canvas = np.full(
-        (rows * (height + padding) + padding, cols * (width + padding) + padding), fill
-    )
+    canvas = np.full((rows * (height + padding) + padding, cols * (width + padding) + padding), fill)
     for r in range(rows):
         for c in range(cols):
             top, left = padding + r * (height + padding), padding + c * (width + padding)
@@ -102,9 +98,7 @@ def latent_factor_table(
             name: mutual_information(binned[:, latent], factor_classes[:, j])
             for j, name in enumerate(factor_names)
         }
-        normalized = {
-            name: information[name] / factor_entropy[j] for j, name in enumerate(factor_names)
-        }
+        normalized = {name: information[name] / factor_entropy[j] for j, name in enumerate(factor_names)}
         best = max(normalized, key=normalized.get)
         active = bool(kl_per_latent[latent] >= active_kl)
         table.append(

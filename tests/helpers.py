@@ -25,11 +25,7 @@ def copy_repository(destination: Path) -> Path:
     destination.mkdir(parents=True, exist_ok=True)
     for name in filter(None, listed):
         source = REPO_ROOT / name
-        if (
-            not source.is_file()
-            or name in ("dvc.lock",)
-            or name.startswith(("data/", "models/", "reports/"))
-        ):
+        if not source.is_file() or name in ("dvc.lock",) or name.startswith(("data/", "models/", "reports/")):
             continue
         target = destination / name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -60,9 +56,7 @@ def run(
     check: bool = True,
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
-    )
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
     if check and result.returncode != 0:
         raise AssertionError(
             f"{' '.join(command)} exited {result.returncode}\n--- stdout\n{result.stdout[-4000:]}"

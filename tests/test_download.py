@@ -117,9 +117,7 @@ def test_success_verifies_and_lands_atomically(server, payloads, tmp_path):
     out = tmp_path / "raw" / "dsprites.npz"
     result = fetch(server, "ok", out, md5(payloads[0]))
     assert out.read_bytes() == payloads[0]
-    assert (
-        result.md5 == md5(payloads[0]) and result.sha256 == hashlib.sha256(payloads[0]).hexdigest()
-    )
+    assert result.md5 == md5(payloads[0]) and result.sha256 == hashlib.sha256(payloads[0]).hexdigest()
     assert not out.with_name("dsprites.npz.part").exists()
     assert npz.count_images(out) == 2048
 
@@ -181,9 +179,7 @@ def test_server_error_is_retried_then_falls_through_to_next_mirror(server, paylo
 
 def test_official_stage_records_its_source(server, payloads, tmp_path):
     out = tmp_path / "dsprites.npz"
-    config = DataConfig(
-        source="official", urls=(server.url("ok"),), md5=md5(payloads[0]), backoff_s=0
-    )
+    config = DataConfig(source="official", urls=(server.url("ok"),), md5=md5(payloads[0]), backoff_s=0)
     record = run_download(config, out, show_progress=False)
     assert record["source"] == "official" and record["url"] == server.url("ok")
     assert read_record(out)["sha256"] == hashlib.sha256(payloads[0]).hexdigest()

@@ -37,9 +37,7 @@ def score(
     metrics=("beta_vae", "factor_vae", "mig", "dci", "sap", "modularity"),
     seed=0,
 ):
-    results = compute_all(
-        grid, represent, sizes=sizes, metrics=metrics, dci_estimator="forest", seed=seed
-    )
+    results = compute_all(grid, represent, sizes=sizes, metrics=metrics, dci_estimator="forest", seed=seed)
     results.pop("seconds")
     return results
 
@@ -83,13 +81,9 @@ def test_constant_code(grid):
 
 
 def test_duplicated_latents(grid):
-    s = score(
-        grid, lambda f, rng: np.concatenate([f, f], axis=1).astype(float), metrics=("mig", "dci")
-    )
+    s = score(grid, lambda f, rng: np.concatenate([f, f], axis=1).astype(float), metrics=("mig", "dci"))
     assert s["mig"]["discrete_mig"] == pytest.approx(0.0, abs=1e-9)  # the top two codes tie
-    assert s["dci"]["completeness"] == pytest.approx(
-        0.70, abs=0.05
-    )  # each factor split over 2 codes
+    assert s["dci"]["completeness"] == pytest.approx(0.70, abs=0.05)  # each factor split over 2 codes
     assert s["dci"]["disentanglement"] == pytest.approx(1.0, abs=0.01)
 
 
@@ -115,9 +109,7 @@ def test_pure_noise_latents_change_nothing(grid, ground_truth_scores):
         return np.concatenate([f.astype(float), rng.standard_normal((len(f), 3))], axis=1)
 
     s = score(grid, with_noise, metrics=("mig", "factor_vae", "dci"))
-    assert s["mig"]["discrete_mig"] == pytest.approx(
-        ground_truth_scores["mig"]["discrete_mig"], abs=0.01
-    )
+    assert s["mig"]["discrete_mig"] == pytest.approx(ground_truth_scores["mig"]["discrete_mig"], abs=0.01)
     assert s["factor_vae"]["eval_accuracy"] == 1.0 and s["factor_vae"]["num_active_dims"] == 8
     assert s["dci"]["disentanglement"] == pytest.approx(1.0, abs=0.01)
     assert s["dci"]["completeness"] == pytest.approx(1.0, abs=0.01)
@@ -143,23 +135,17 @@ def test_sampled_table_shares_the_mean_streams(grid):
     by_sample = score(
         grid, table_representation(grid, mean, logvar, sampled=True), sizes=FAST, metrics=("mig",)
     )
-    assert by_sample["mig"]["discrete_mig"] == pytest.approx(
-        by_mean["mig"]["discrete_mig"], abs=1e-3
-    )
+    assert by_sample["mig"]["discrete_mig"] == pytest.approx(by_mean["mig"]["discrete_mig"], abs=1e-3)
 
 
 def test_discrete_helpers_match_their_definitions():
     rng = np.random.default_rng(0)
     first, second = rng.integers(0, 7, 5000), rng.integers(0, 5, 5000)
     second[:2500] = first[:2500] % 5
-    assert mutual_information(first, second) == pytest.approx(
-        mutual_info_score(first, second), abs=1e-12
-    )
+    assert mutual_information(first, second) == pytest.approx(mutual_info_score(first, second), abs=1e-12)
     assert entropy(second) == pytest.approx(mutual_info_score(second, second), abs=1e-12)
     codes = rng.standard_normal((1000, 2))
     binned = histogram_discretize(codes, 20)
     assert binned.min() == 1 and binned.max() == 20  # np.digitize against the left edges
-    assert completeness(np.eye(4)) == pytest.approx(1.0) and disentanglement(
-        np.eye(4)
-    ) == pytest.approx(1.0)
+    assert completeness(np.eye(4)) == pytest.approx(1.0) and disentanglement(np.eye(4)) == pytest.approx(1.0)
     assert disentanglement(np.ones((4, 4))) == pytest.approx(0.0, abs=1e-9)

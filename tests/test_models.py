@@ -30,9 +30,7 @@ def test_conv_is_burgess_et_al():
     transposed = [m for m in model.decoder if isinstance(m, nn.ConvTranspose2d)]
     assert len(transposed) == 4 and transposed[-1].out_channels == 1
     assert all(
-        isinstance(m, nn.ReLU)
-        for m in model.encoder
-        if not isinstance(m, nn.Linear | nn.Conv2d | nn.Flatten)
+        isinstance(m, nn.ReLU) for m in model.encoder if not isinstance(m, nn.Linear | nn.Conv2d | nn.Flatten)
     )
 
 

@@ -73,9 +73,7 @@ def test_capacity_schedule_and_objective():
     images, logits, mean, logvar = batch()
     config = ObjectiveConfig(kind="capacity", gamma=1000.0)
     terms = compute_loss(config, "bernoulli", logits, images, mean, logvar, capacity=3.0)
-    assert terms.loss == pytest.approx(
-        (terms.reconstruction + 1000.0 * (terms.kl - 3.0).abs()).item()
-    )
+    assert terms.loss == pytest.approx((terms.reconstruction + 1000.0 * (terms.kl - 3.0).abs()).item())
 
 
 def test_impossible_objectives_are_rejected():

@@ -99,8 +99,7 @@ def test_dvc_repro_traverse_images_plots_and_mlflow(pipeline_repo):
     assert {"kl_per_latent.png", "training_curves.png"} <= images
     latents = json.loads((repo / "reports/latents.json").read_text())
     assert (
-        len(latents["latents"]) == 10
-        and "| latent | encodes |" in (repo / "reports/latents.md").read_text()
+        len(latents["latents"]) == 10 and "| latent | encodes |" in (repo / "reports/latents.md").read_text()
     )
     run(["dvc", "plots", "show", "-o", "plots-all"], repo)
     page = (repo / "plots-all/index.html").read_text()
@@ -115,6 +114,31 @@ def test_dvc_repro_traverse_images_plots_and_mlflow(pipeline_repo):
         "traversals/latents.json",
         "traversals/latents.md",
     } <= logged
+
+
+@pytest.mark.slow
+def test_dvc_repro_registers_a_champion_and_a_no_op_repro_leaves_the_registry_alone(pipeline_repo):
+    repo = pipeline_repo
+    run(["dvc", "repro"], repo, env=clean_env())
+    registered = json.loads((repo / "models/registered.json").read_text())
+    assert registered["name"] == "bvae-dsprites" and registered["champion_version"] == registered["version"]
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    champion = client.get_model_version_by_alias("bvae-dsprites", "champion")
+    assert champion.tags["data_digest"] and champion.tags["objective"] == "beta"
+    assert (
+        champion.tags["mlflow_run_id"] == json.loads((repo / "models/mlflow_run.json").read_text())["run_id"]
+    )
+    before = [
+        (v.version, v.last_updated_timestamp) for v in client.search_model_versions("name = 'bvae-dsprites'")
+    ]
+    again = run(["dvc", "repro"], repo, env=clean_env())
+    assert "Stage 'register' didn't change, skipping" in again.stdout + again.stderr
+    after = [
+        (v.version, v.last_updated_timestamp) for v in client.search_model_versions("name = 'bvae-dsprites'")
+    ]
+    assert after == before
 
 
 @pytest.mark.slow

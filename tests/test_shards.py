@@ -15,10 +15,7 @@ def test_manifest_describes_verified_shards(full_shards, full_npz):
     record = json.loads(full_npz.with_name("source.json").read_text())
     assert manifest.num_images == 737280 and manifest.source == "procedural"
     assert manifest.source_md5 == record["md5"] and manifest.source_sha256 == record["sha256"]
-    assert (
-        manifest.factor_names == factors.FACTOR_NAMES
-        and manifest.factor_sizes == factors.FACTOR_SIZES
-    )
+    assert manifest.factor_names == factors.FACTOR_NAMES and manifest.factor_sizes == factors.FACTOR_SIZES
     assert len(manifest.shards) == 12 and sum(s.count for s in manifest.shards) == 737280
     assert len(manifest.digest) == 64
     with h5py.File(full_shards / manifest.shards[3].file) as shard:
@@ -34,9 +31,7 @@ def test_load_returns_the_npz_images_in_order(full_dataset, full_npz):
     assert np.array_equal(full_dataset.images[:4096], first)
     rng = np.random.default_rng(1)
     index = rng.integers(0, 737280, 200)
-    assert np.array_equal(
-        full_dataset.images[index], render.render_images(factors.classes_from_index(index))
-    )
+    assert np.array_equal(full_dataset.images[index], render.render_images(factors.classes_from_index(index)))
 
 
 @pytest.fixture

@@ -23,9 +23,7 @@ from tests.helpers import copy_repository, run, set_params
 @pytest.fixture(scope="module")
 def small_images():
     rng = np.random.default_rng(0)
-    return render.render_images(
-        factors.classes_from_index(rng.integers(0, factors.NUM_IMAGES, 4096))
-    )
+    return render.render_images(factors.classes_from_index(rng.integers(0, factors.NUM_IMAGES, 4096)))
 
 
 def test_a_tiny_run_learns(small_images):
@@ -41,9 +39,7 @@ def test_a_tiny_run_learns(small_images):
 @pytest.mark.parametrize("architecture", ["conv", "mlp"])
 def test_resume_equals_uninterrupted(small_images, architecture):
     model = ModelConfig(architecture=architecture)
-    objective = ObjectiveConfig(
-        kind="capacity", capacity_max_nats=5.0, capacity_steps=20, gamma=10.0
-    )
+    objective = ObjectiveConfig(kind="capacity", capacity_max_nats=5.0, capacity_steps=20, gamma=10.0)
     straight = Trainer(model, objective, TrainConfig(steps=30, log_every=5), small_images)
     straight.train(show_progress=False)
 
@@ -162,9 +158,7 @@ def test_mlflow_run_contents(train_repo):
     state = load_trusted(train_repo / "models/model.pt")
     model = BetaVAE(ModelConfig(**state["config"]["model"])).eval()
     model.load_state_dict(state["state_dict"])
-    images = torch.from_numpy(render.render_images(factors.all_classes()[::100000])).float()[
-        :, None
-    ]
+    images = torch.from_numpy(render.render_images(factors.all_classes()[::100000])).float()[:, None]
     with torch.no_grad():
         expected_mean = model(images)[0]
         exported_mean = exported(images)[0]

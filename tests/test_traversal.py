@@ -88,9 +88,7 @@ def test_rendered_reports_exist_and_are_not_blank(full_dataset, tmp_path):
     config = TraverseConfig(steps=5, sample_images=500, reconstructions=4, device="cpu")
     report = render_reports(model, DSprites(full_dataset.images), config, tmp_path)
     expected = {
-        f"traversal_{n}.{e}"
-        for n in ("square", "ellipse", "heart", "random1")
-        for e in ("png", "gif")
+        f"traversal_{n}.{e}" for n in ("square", "ellipse", "heart", "random1") for e in ("png", "gif")
     }
     expected |= {"reconstructions.png", "kl_per_latent.png"}
     assert {p.name for p in tmp_path.iterdir()} == expected

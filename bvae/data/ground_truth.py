@@ -89,18 +89,14 @@ class FactorGridData:
     def _full_classes(self, factor_classes: np.ndarray) -> np.ndarray:
         factor_classes = np.asarray(factor_classes, dtype=np.int64)
         if factor_classes.ndim != 2 or factor_classes.shape[1] != self.num_factors:
-            raise ValueError(
-                f"factor classes must be (n, {self.num_factors}), got {factor_classes.shape}"
-            )
+            raise ValueError(f"factor classes must be (n, {self.num_factors}), got {factor_classes.shape}")
         full = np.zeros((len(factor_classes), len(self.all_factor_sizes)), dtype=np.int64)
         full[:, list(self.varying_indices)] = factor_classes
         return full
 
     def index_from_factors(self, factor_classes: np.ndarray) -> np.ndarray:
         """Flat dataset indices of ``(n, num_factors)`` factor classes (raises if out of range)."""
-        return np.ravel_multi_index(
-            tuple(self._full_classes(factor_classes).T), self.all_factor_sizes
-        )
+        return np.ravel_multi_index(tuple(self._full_classes(factor_classes).T), self.all_factor_sizes)
 
     def factors_from_index(self, index: np.ndarray) -> np.ndarray:
         """``(n, num_factors)`` factor classes of flat dataset indices."""
@@ -127,9 +123,7 @@ class DSprites(FactorGridData):
         super().__init__(images, factors.FACTOR_NAMES, factors.FACTOR_SIZES)
 
     @classmethod
-    def from_shards(
-        cls, shard_dir: str | os.PathLike = "data/shards", *, verify: bool = True
-    ) -> DSprites:
+    def from_shards(cls, shard_dir: str | os.PathLike = "data/shards", *, verify: bool = True) -> DSprites:
         from bvae.data.shards import load_dataset
 
         return cls(load_dataset(shard_dir, verify=verify).images)

@@ -44,9 +44,7 @@ def _member_info(archive: zipfile.ZipFile, key: str) -> zipfile.ZipInfo:
     info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
     info.compress_type = archive.compression
     # zipfile reads the level from `_compresslevel` (3.11-3.12) or `compress_level` (3.13+).
-    level_attribute = (
-        "compress_level" if hasattr(zipfile.ZipInfo, "compress_level") else "_compresslevel"
-    )
+    level_attribute = "compress_level" if hasattr(zipfile.ZipInfo, "compress_level") else "_compresslevel"
     setattr(info, level_attribute, archive.compresslevel)
     return info
 
@@ -94,9 +92,7 @@ def write_npz(
             _write_member(archive, "metadata", np.array(json.dumps(metadata)))
 
 
-def _open_images(
-    archive: zipfile.ZipFile, path: Path
-) -> tuple[zipfile.ZipExtFile, tuple[int, ...]]:
+def _open_images(archive: zipfile.ZipFile, path: Path) -> tuple[zipfile.ZipExtFile, tuple[int, ...]]:
     if "imgs.npy" not in archive.namelist():
         raise NpzFormatError(f"{path} has no 'imgs' array: not a dSprites npz")
     member = archive.open("imgs.npy")
@@ -139,9 +135,7 @@ def iter_image_chunks(path: str | os.PathLike, chunk_images: int) -> Iterator[np
                 while filled < chunk.nbytes:
                     got = member.readinto(view[filled:])
                     if not got:
-                        raise NpzFormatError(
-                            f"{path}: imgs ends after {start * 4096 + filled} bytes"
-                        )
+                        raise NpzFormatError(f"{path}: imgs ends after {start * 4096 + filled} bytes")
                     filled += got
                 yield chunk
 

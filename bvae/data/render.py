@@ -54,9 +54,7 @@ def _heart_pentagon(scale: float) -> np.ndarray:
     candidates = []
     for sign in (-1.0, 1.0):
         c, s = np.cos(sign * half_angle), np.sin(sign * half_angle)
-        direction = np.array(
-            [c * to_centre[0] - s * to_centre[1], s * to_centre[0] + c * to_centre[1]]
-        )
+        direction = np.array([c * to_centre[0] - s * to_centre[1], s * to_centre[0] + c * to_centre[1]])
         candidates.append(tip + tangent_length * direction / distance)
     tangent_right = max(candidates, key=lambda point: point[0])  # the outer tangent point
     tangent_left = tangent_right * np.array([-1.0, 1.0])

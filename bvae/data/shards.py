@@ -85,9 +85,7 @@ class Manifest:
 def check_factor_table(found: npz.DSpritesFactors, path: Path) -> None:
     """The npz must hold the full grid in dataset order, or the shards would mislabel images."""
     expected = factors.all_classes()
-    if found.latents_classes.shape != expected.shape or not np.array_equal(
-        found.latents_classes, expected
-    ):
+    if found.latents_classes.shape != expected.shape or not np.array_equal(found.latents_classes, expected):
         raise ShardError(
             f"{path}: latents_classes is not the dSprites factor grid in dataset order "
             f"(shape {found.latents_classes.shape}). Re-create it with `dvc repro download`."
@@ -141,9 +139,7 @@ def write_shards(
     entries = []
     with (
         atomic_path(out_dir, directory=True) as staging,
-        tqdm(
-            total=num_images, unit="img", unit_scale=True, desc="shard", disable=not show_progress
-        ) as bar,
+        tqdm(total=num_images, unit="img", unit_scale=True, desc="shard", disable=not show_progress) as bar,
     ):
         chunks = prefetch(npz.iter_image_chunks(npz_path, images_per_shard))
         start = 0
@@ -193,9 +189,7 @@ def read_manifest(shard_dir: str | os.PathLike) -> Manifest:
     try:
         return Manifest.from_json(json.loads(path.read_text()))
     except (ValueError, TypeError, KeyError) as error:
-        raise ShardError(
-            f"{path} is not a valid manifest ({error}); rerun `dvc repro shard`."
-        ) from None
+        raise ShardError(f"{path} is not a valid manifest ({error}); rerun `dvc repro shard`.") from None
 
 
 def verify_shards(shard_dir: str | os.PathLike, manifest: Manifest) -> None:
@@ -205,9 +199,7 @@ def verify_shards(shard_dir: str | os.PathLike, manifest: Manifest) -> None:
     for entry in manifest.shards:
         path = shard_dir / entry.file
         if not path.exists():
-            raise ShardError(
-                f"shard {path} is missing; restore it with `dvc checkout` or `dvc repro shard`."
-            )
+            raise ShardError(f"shard {path} is missing; restore it with `dvc checkout` or `dvc repro shard`.")
         if entry.start != expected_start:
             raise ShardError(
                 f"{shard_dir / MANIFEST_NAME}: shard {entry.file} starts at {entry.start}, "
@@ -221,9 +213,7 @@ def verify_shards(shard_dir: str | os.PathLike, manifest: Manifest) -> None:
             )
         expected_start += entry.count
     if expected_start != manifest.num_images:
-        raise ShardError(
-            f"shards hold {expected_start} images, manifest says {manifest.num_images}"
-        )
+        raise ShardError(f"shards hold {expected_start} images, manifest says {manifest.num_images}")
 
 
 @dataclass(frozen=True)
@@ -236,9 +226,7 @@ class LoadedDataset:
     manifest: Manifest
 
 
-def _read_images(
-    dataset: h5py.Dataset, out: np.ndarray, executor: ThreadPoolExecutor
-) -> list[Future]:
+def _read_images(dataset: h5py.Dataset, out: np.ndarray, executor: ThreadPoolExecutor) -> list[Future]:
     """Queue the inflation of every chunk of ``dataset`` into ``out``; return the futures.
 
     h5py runs HDF5's gzip filter on one thread under its global lock; reading the raw chunks
@@ -308,6 +296,4 @@ def load_dataset(
                 future.result()
             except zlib.error as error:
                 raise ShardError(f"a shard in {shard_dir} holds a broken chunk ({error})") from None
-    return LoadedDataset(
-        images=images, latents_classes=classes, latents_values=values, manifest=manifest
-    )
+    return LoadedDataset(images=images, latents_classes=classes, latents_values=values, manifest=manifest)

@@ -39,10 +39,7 @@ def mutual_information_matrix(discrete_codes: np.ndarray, factors: np.ndarray) -
     """``(num_codes, num_factors)`` matrix of I(code_i; factor_j)."""
     return np.array(
         [
-            [
-                mutual_information(discrete_codes[:, i], factors[:, j])
-                for j in range(factors.shape[1])
-            ]
+            [mutual_information(discrete_codes[:, i], factors[:, j]) for j in range(factors.shape[1])]
             for i in range(discrete_codes.shape[1])
         ]
     )

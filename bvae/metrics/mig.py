@@ -14,9 +14,7 @@ from bvae.metrics.discrete import entropy, histogram_discretize, mutual_informat
 from bvae.metrics.sampling import Representation, sample_codes_and_factors
 
 
-def compute_discrete_mig(
-    codes: np.ndarray, factors: np.ndarray, num_bins: int = 20
-) -> dict[str, float]:
+def compute_discrete_mig(codes: np.ndarray, factors: np.ndarray, num_bins: int = 20) -> dict[str, float]:
     """MIG of ``(n, d)`` codes against ``(n, k)`` discrete factors."""
     information = mutual_information_matrix(histogram_discretize(codes, num_bins), factors)
     factor_entropy = np.array([entropy(factors[:, j]) for j in range(factors.shape[1])])

@@ -31,9 +31,7 @@ def _standardise(codes: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.nda
     return (codes - mean) / np.where(std > 0, std, 1.0)
 
 
-def explicitness(
-    train_codes, train_labels, test_codes, test_labels, seed: int = 0
-) -> tuple[float, float]:
+def explicitness(train_codes, train_labels, test_codes, test_labels, seed: int = 0) -> tuple[float, float]:
     model = liblinear_ovr(seed).fit(train_codes, train_labels)
     scores = []
     for codes, labels in ((train_codes, train_labels), (test_codes, test_labels)):
@@ -52,9 +50,7 @@ def compute_modularity_explicitness(
     num_bins: int = 20,
     seed: int = 0,
 ) -> dict[str, float]:
-    information = mutual_information_matrix(
-        histogram_discretize(train_codes, num_bins), train_factors
-    )
+    information = mutual_information_matrix(histogram_discretize(train_codes, num_bins), train_factors)
     mean, std = train_codes.mean(axis=0), train_codes.std(axis=0)
     train_scaled, test_scaled = (
         _standardise(train_codes, mean, std),

@@ -51,9 +51,7 @@ def encoder_representation(
     """Codes of the rendered observations (disentanglement_lib's representation_function)."""
 
     def represent(factor_classes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return np.asarray(
-            encode(ground_truth.sample_observations_from_factors(factor_classes, rng))
-        )
+        return np.asarray(encode(ground_truth.sample_observations_from_factors(factor_classes, rng)))
 
     return represent
 

@@ -28,15 +28,11 @@ def score_matrix(
         for j in range(train_factors.shape[1]):
             if np.ptp(train_codes[:, i]) == 0:
                 continue  # a constant code predicts nothing; liblinear would only warn
-            classifier = LinearSVC(
-                C=0.01, class_weight="balanced", dual=True, max_iter=1000, random_state=0
-            )
+            classifier = LinearSVC(C=0.01, class_weight="balanced", dual=True, max_iter=1000, random_state=0)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 classifier.fit(train_codes[:, i : i + 1], train_factors[:, j])
-            matrix[i, j] = np.mean(
-                classifier.predict(test_codes[:, i : i + 1]) == test_factors[:, j]
-            )
+            matrix[i, j] = np.mean(classifier.predict(test_codes[:, i : i + 1]) == test_factors[:, j])
     return matrix
 
 

@@ -76,9 +76,7 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, float]:
 def _score(name: str, ground_truth, represent, config: EvaluateConfig, seconds: dict) -> dict:
     def report(metric: str, scores: dict, elapsed: float) -> None:
         seconds[f"{name}.{metric}"] = elapsed
-        log.info(
-            "%s %s %s (%.1f s)", name, metric, {k: round(v, 3) for k, v in scores.items()}, elapsed
-        )
+        log.info("%s %s %s (%.1f s)", name, metric, {k: round(v, 3) for k, v in scores.items()}, elapsed)
 
     results = compute_all(
         ground_truth,
@@ -93,9 +91,7 @@ def _score(name: str, ground_truth, represent, config: EvaluateConfig, seconds: 
     return results
 
 
-def run_evaluate(
-    params: Params, paths: EvaluatePaths = EvaluatePaths(), *, score_model: bool = True
-) -> dict:
+def run_evaluate(params: Params, paths: EvaluatePaths = EvaluatePaths(), *, score_model: bool = True) -> dict:
     """Compute every configured figure, write ``reports/metrics.json``, log it to MLflow."""
     config = params.evaluate
     device = select_device(config.device)
@@ -161,9 +157,7 @@ def run_evaluate(
         else:  # untrained: the same architecture at its random initialisation
             torch.manual_seed(config.seed)
             represent = encoded_table(BetaVAE(params.model)).representation()
-        baselines[baseline] = _score(
-            f"baselines.{baseline}", ground_truth, represent, config, seconds
-        )
+        baselines[baseline] = _score(f"baselines.{baseline}", ground_truth, represent, config, seconds)
     report["baselines"] = baselines
     seconds["encoding"] = encode_seconds[0]
     report["seconds"] = seconds

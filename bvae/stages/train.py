@@ -61,12 +61,15 @@ def _resumable(checkpoint: Path, config: dict, data_digest: str) -> dict | None:
     if state.get("config") != config or state.get("data_digest") != data_digest:
         log.info("checkpoint %s is from other params or data; training from scratch", checkpoint)
         return None
+    if state["step"] >= config["train"]["steps"]:
+        # A finished run is not resumed: DVC reruns this stage because something changed
+        # (code, for instance), so train afresh.
+        log.info("checkpoint %s is of a finished run; training from scratch", checkpoint)
+        return None
     return state
 
 
-def run_train(
-    params: Params, paths: TrainPaths = TrainPaths(), *, show_progress: bool = True
-) -> dict:
+def run_train(params: Params, paths: TrainPaths = TrainPaths(), *, show_progress: bool = True) -> dict:
     """Train (or resume), write the model, curves and summary, and track it all in MLflow."""
     dataset = load_dataset(paths.shards, show_progress=show_progress)
     digest = dataset.manifest.digest
@@ -104,9 +107,7 @@ def run_train(
     tracking.write_run_file(run, paths.run_file)
 
     def on_log(row: dict[str, float]) -> None:
-        tracking.log_metrics(
-            run, {k: v for k, v in row.items() if k != "step"}, step=int(row["step"])
-        )
+        tracking.log_metrics(run, {k: v for k, v in row.items() if k != "step"}, step=int(row["step"]))
 
     def on_checkpoint(current: Trainer) -> None:
         save_atomic(
@@ -180,6 +181,7 @@ def finish(
     )
     for path in (paths.curves, paths.summary):
         tracking.log_artifact(run, path, "training")
+    tracking.log_artifact(run, paths.model, "model_file")  # what `bvae pull` verifies and loads
     tracking.write_run_file(run, paths.run_file, model_uri=model_uri)
     tracking.end_run(run)
     log.info(

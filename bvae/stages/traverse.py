@@ -73,9 +73,7 @@ def render_reports(
     encode, decode = torch_encoder(model, device), torch_decoder(model, device)
     sample = np.sort(rng.choice(len(data), size=config.sample_images, replace=False))
     latents_mean, latents_logvar = encode(data.images[sample])
-    kl_per_latent = np.mean(
-        0.5 * (latents_mean**2 + np.exp(latents_logvar) - latents_logvar - 1.0), axis=0
-    )
+    kl_per_latent = np.mean(0.5 * (latents_mean**2 + np.exp(latents_logvar) - latents_logvar - 1.0), axis=0)
     order = traversal.order_by_kl(kl_per_latent)
     latent_dim = model.config.latent_dim
     if config.mode == "quantile":
@@ -105,9 +103,7 @@ def render_reports(
     )
     figures.save_kl_bar_chart(out_dir / "kl_per_latent.png", kl_per_latent, config.active_kl)
     if curves_csv is not None and curves_csv.exists():
-        figures.save_training_curves(
-            out_dir / "training_curves.png", figures.read_curves(curves_csv)
-        )
+        figures.save_training_curves(out_dir / "training_curves.png", figures.read_curves(curves_csv))
     factor_classes = factors.classes_from_index(sample)[:, list(factors.VARYING_FACTOR_INDICES)]
     names = [factors.FACTOR_NAMES[k] for k in factors.VARYING_FACTOR_INDICES]
     table = traversal.latent_factor_table(

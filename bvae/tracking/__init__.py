@@ -1,4 +1,4 @@
-"""Every MLflow call bvae makes lives here.
+"""Every MLflow call bvae makes lives in this package (runs here, the registry in ``registry``).
 
 - The tracking URI comes from ``MLFLOW_TRACKING_URI``; the default is a SQLite database at an
   *absolute* path in the project root (``<root>/mlflow.db``, artifacts in
@@ -158,14 +158,10 @@ def start_run(
             client.update_run(resume_run_id, status="RUNNING")
             return RunHandle(resume_run_id, run.info.experiment_id, uri)
         except Exception as error:  # noqa: BLE001 - a missing run just means a fresh one
-            log.warning(
-                "cannot reopen MLflow run %s (%s); starting a new run", resume_run_id, error
-            )
+            log.warning("cannot reopen MLflow run %s (%s); starting a new run", resume_run_id, error)
     found = client.get_experiment_by_name(experiment)
     if found is None:
-        experiment_id = client.create_experiment(
-            experiment, artifact_location=default_artifact_location()
-        )
+        experiment_id = client.create_experiment(experiment, artifact_location=default_artifact_location())
     else:
         experiment_id = found.experiment_id
     all_tags = {**lineage_tags(), **(tags or {})}
@@ -199,9 +195,7 @@ def set_tags(run: RunHandle, tags: Mapping[str, str]) -> None:
         client.set_tag(run.run_id, key, value)
 
 
-def log_dataset(
-    run: RunHandle, manifest_path: Path, digest: str, source: str, num_images: int
-) -> None:
+def log_dataset(run: RunHandle, manifest_path: Path, digest: str, source: str, num_images: int) -> None:
     """Log the shard set as the run's training input, identified by the manifest's digest."""
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
@@ -234,9 +228,7 @@ def log_artifact(run: RunHandle, path: str | os.PathLike, artifact_path: str | N
     _client().log_artifact(run.run_id, str(path), artifact_path)
 
 
-def log_artifacts(
-    run: RunHandle, folder: str | os.PathLike, artifact_path: str | None = None
-) -> None:
+def log_artifacts(run: RunHandle, folder: str | os.PathLike, artifact_path: str | None = None) -> None:
     _client().log_artifacts(run.run_id, str(folder), artifact_path)
 
 

@@ -1,0 +1,116 @@
+"""Stage ``register``: the evaluated model becomes a version of ``register.model_name``.
+
+Tagged with its lineage (git commit, params digest, data digest, run id), its objective and
+β/γ/C, and its headline metrics; ``candidate`` always, ``champion`` through the gate of
+``register.selection_metric`` and ``register.margin``. Writes ``models/registered.json``.
+A no-op ``dvc repro`` never reaches this code (DVC skips unchanged stages); rerunning it on
+the same weights finds the existing version instead of creating one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from bvae import tracking
+from bvae.config import Params
+from bvae.fileio import file_digest, write_json
+from bvae.model_file import load_model, weights_digest
+from bvae.tracking import registry
+from bvae.training import load_trusted
+
+log = logging.getLogger(__name__)
+
+HEADLINE = {
+    "factor_vae": "model.mean.factor_vae.eval_accuracy",
+    "beta_vae": "model.mean.beta_vae.eval_accuracy",
+    "mig": "model.mean.mig.discrete_mig",
+    "dci_disentanglement": "model.mean.dci.disentanglement",
+}
+
+
+@dataclass(frozen=True)
+class RegisterPaths:
+    model: Path = Path("models/model.pt")
+    run_file: Path = tracking.RUN_FILE
+    metrics: Path = Path("reports/metrics.json")
+    registered: Path = Path("models/registered.json")
+
+
+def lookup(report: dict, dotted: str) -> float:
+    node = report
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            from bvae.stages.evaluate import flatten
+
+            known = ", ".join(sorted(flatten(report))[:12])
+            raise KeyError(
+                f"registry.selection_metric {dotted!r} is not in reports/metrics.json; e.g. {known}, …"
+            )
+        node = node[part]
+    return float(node)
+
+
+def run_register(params: Params, paths: RegisterPaths = RegisterPaths()) -> registry.Registration:
+    config = params.registry
+    run = tracking.read_run_file(paths.run_file)
+    run_file = json.loads(paths.run_file.read_text())
+    if "model_uri" not in run_file:
+        raise FileNotFoundError(
+            f"{paths.run_file} has no model_uri: the train stage did not finish; rerun it."
+        )
+    report = json.loads(paths.metrics.read_text())
+    value = lookup(report, config.selection_metric)
+    model = load_model(paths.model)
+    state = load_trusted(paths.model)
+    objective = state["config"]["objective"]
+    tags = {
+        "git_commit": tracking.git_commit(Path.cwd()) or "unknown",
+        "params_digest": hashlib.sha256(
+            json.dumps(params.model_dump(mode="json"), sort_keys=True).encode()
+        ).hexdigest(),
+        "data_digest": state.get("data_digest", "unknown"),
+        "mlflow_run_id": run.run_id,
+        "model_file_sha256": file_digest(paths.model),
+        "objective": objective["kind"],
+        "beta": objective["beta"],
+        "gamma": objective["gamma"],
+        "capacity_max_nats": objective["capacity_max_nats"],
+        "architecture": state["config"]["model"]["architecture"],
+        **{f"metric.{name}": lookup(report, key) for name, key in HEADLINE.items() if _has(report, key)},
+    }
+    result = registry.register(
+        name=config.model_name,
+        model_uri=run_file["model_uri"],
+        run_id=run.run_id,
+        weights_digest=weights_digest(model),
+        selection_metric=config.selection_metric,
+        selection_value=value,
+        margin=config.margin,
+        tags=tags,
+        description=f"β-VAE ({objective['kind']}) trained by the bvae DVC pipeline",
+    )
+    write_json(
+        paths.registered,
+        {
+            "name": result.name,
+            "version": result.version,
+            "created": result.created,
+            "champion_version": result.champion_version,
+            "selection_metric": config.selection_metric,
+            "selection_value": result.selection_value,
+            "tracking_uri": tracking.tracking_uri(),
+        },
+    )
+    return result
+
+
+def _has(report: dict, dotted: str) -> bool:
+    try:
+        lookup(report, dotted)
+        return True
+    except KeyError:
+        return False

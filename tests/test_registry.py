@@ -1,0 +1,240 @@
+"""The model registry against a real `mlflow server` on 127.0.0.1 (SQLite, temporary artifacts)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from bvae.data import factors, render
+from tests.helpers import copy_repository, run, set_params
+from tests.servers import free_port, mlflow_server
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as uri:
+        yield uri
+
+
+def trained_repo(root, full_shards, uri, seed, name="bvae-test"):
+    """A repository copy with a tiny trained model logged to ``uri``."""
+    repo = copy_repository(root)
+    (repo / "data").mkdir(exist_ok=True)
+    (repo / "data/shards").symlink_to(full_shards)
+    set_params(
+        repo,
+        {
+            "train.steps": 20,
+            "train.log_every": 10,
+            "train.seed": seed,
+            "registry.model_name": name,
+            "registry.selection_metric": "model.mean.mig.discrete_mig",
+            "tracking.experiment": "registry-test",
+        },
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    run(["bvae", "train", "-q"], repo, env=env)
+    return repo, env
+
+
+def set_score(repo, value):
+    (repo / "reports").mkdir(exist_ok=True)
+    (repo / "reports/metrics.json").write_text(
+        json.dumps({"model": {"mean": {"mig": {"discrete_mig": value}}}})
+    )
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, full_shards, server):
+    root = tmp_path_factory.mktemp("models")
+    return [trained_repo(root / f"repo{seed}", full_shards, server, seed) for seed in (1, 2)]
+
+
+def register(repo, env):
+    return json.loads(run(["bvae", "register", "-q"], repo, env=env).stdout)
+
+
+@pytest.fixture(scope="module")
+def test_images():
+    rng = np.random.default_rng(3)
+    return render.render_images(factors.classes_from_index(rng.integers(0, factors.NUM_IMAGES, 16)))
+
+
+def test_register_alias_pull_and_encode_in_fresh_processes(models, server, tmp_path, test_images):
+    (repo, env), _ = models
+    set_score(repo, 0.30)
+    first = register(repo, env)
+    assert first["created"] and first["promoted"] and first["version"] == "1"
+    again = register(repo, env)  # same weights: idempotent
+    assert not again["created"] and again["version"] == "1"
+
+    out = tmp_path / "pulled"
+    pulled = run(["bvae", "pull", "bvae-test@champion", "--out", str(out)], tmp_path, env=env)
+    assert str(out) in pulled.stdout
+    assert {"model.pt", "mlflow_model", "MODEL_CARD.md", "card.json"} <= {p.name for p in out.iterdir()}
+    card = json.loads((out / "card.json").read_text())
+    assert card["version"]["aliases"] == ["candidate", "champion"] or set(card["version"]["aliases"]) == {
+        "candidate",
+        "champion",
+    }
+    assert card["version"]["tags"]["data_digest"] and card["version"]["tags"]["git_commit"]
+    assert card["params"]["train.steps"] == "20"
+
+    np.save(tmp_path / "images.npy", test_images)
+    run(
+        [
+            "bvae",
+            "encode",
+            str(out),
+            str(tmp_path / "images.npy"),
+            "--out",
+            str(tmp_path / "pulled.npz"),
+        ],
+        tmp_path,
+        env=env,
+    )
+    run(
+        [
+            "bvae",
+            "encode",
+            str(repo / "models/model.pt"),
+            str(tmp_path / "images.npy"),
+            "--out",
+            str(tmp_path / "original.npz"),
+        ],
+        tmp_path,
+        env=env,
+    )
+    pulled_codes, original_codes = (
+        np.load(tmp_path / "pulled.npz"),
+        np.load(tmp_path / "original.npz"),
+    )
+    assert np.array_equal(pulled_codes["latents_mean"], original_codes["latents_mean"])
+    assert np.array_equal(pulled_codes["latents_logvar"], original_codes["latents_logvar"])
+
+
+def test_promotion_gate(models, server):
+    (first_repo, env), (second_repo, _) = models
+    set_score(first_repo, 0.30)
+    register(first_repo, env)
+    set_score(second_repo, 0.10)  # worse: candidate only
+    worse = register(second_repo, env)
+    assert worse["created"] and not worse["promoted"] and worse["champion_version"] == "1"
+    from mlflow import MlflowClient
+
+    client = MlflowClient(server)
+    assert client.get_model_version_by_alias("bvae-test", "candidate").version == worse["version"]
+    assert client.get_model_version_by_alias("bvae-test", "champion").version == "1"
+
+
+RACER = textwrap.dedent(
+    """
+    import sys
+    from bvae.tracking import registry
+    name, digest, value, uri = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+    registry.register(name=name, model_uri=uri, run_id=None, weights_digest=digest,
+                      selection_metric="score", selection_value=value, margin=0.0, tags={})
+    """
+)
+
+
+def test_racing_registrations_lose_nothing_and_crown_the_best(models, server, tmp_path):
+    (repo, env), _ = models
+    model_uri = json.loads((repo / "models/mlflow_run.json").read_text())["model_uri"]
+    script = tmp_path / "racer.py"
+    script.write_text(RACER)
+    from mlflow import MlflowClient
+
+    client = MlflowClient(server)
+    for round_number in range(3):
+        name = f"race-{round_number}"
+        values = [0.2, 0.9] if round_number % 2 else [0.9, 0.2]
+        racers = [
+            subprocess.Popen([sys.executable, str(script), name, f"digest-{k}", str(v), model_uri], env=env)
+            for k, v in enumerate(values)
+        ]
+        assert [p.wait(timeout=120) for p in racers] == [0, 0]
+        versions = client.search_model_versions(f"name = '{name}'")
+        assert len(versions) == 2  # no version lost
+        best = next(v for v in versions if v.tags["selection_value"] == repr(0.9))
+        assert client.get_model_version_by_alias(name, "champion").version == best.version
+
+
+def test_consumer_with_only_mlflow_and_torch(models, server, tmp_path, test_images):
+    """Load the champion through MLflow's own API in a process where bvae cannot be imported."""
+    (repo, env), _ = models
+    set_score(repo, 0.30)
+    register(repo, env)
+    np.save(tmp_path / "images.npy", test_images)
+    consumer = tmp_path / "consumer.py"
+    consumer.write_text(
+        textwrap.dedent(
+            """
+            import sys
+            sys.modules["bvae"] = None  # bvae is not importable here
+            import mlflow, numpy as np, torch
+            try:
+                import bvae  # noqa: F401
+                raise SystemExit("bvae was importable")
+            except ImportError:
+                pass
+            model = mlflow.pytorch.load_model("models:/bvae-test@champion")
+            images = torch.from_numpy(np.load(sys.argv[1])).float().unsqueeze(1)
+            mean, logvar, logits = model(images)
+            np.save(sys.argv[2], mean.detach().numpy())
+            """
+        )
+    )
+    run(
+        [sys.executable, str(consumer), str(tmp_path / "images.npy"), str(tmp_path / "means.npy")],
+        tmp_path,
+        env=env,
+    )
+    from bvae.consume import encode
+    from bvae.model_file import load_model
+
+    expected, _ = encode(load_model(repo / "models/model.pt"), test_images.astype(np.float32))
+    assert np.allclose(np.load(tmp_path / "means.npy"), expected, atol=1e-5)
+
+
+def test_errors_name_what_exists(models, server, tmp_path):
+    (repo, env), _ = models
+    set_score(repo, 0.30)
+    register(repo, env)
+    missing = run(
+        ["bvae", "pull", "no-such-model@champion", "--out", str(tmp_path / "x")],
+        tmp_path,
+        env=env,
+        check=False,
+    )
+    assert (
+        missing.returncode == 2 and "registered models:" in missing.stderr and "bvae-test" in missing.stderr
+    )
+    alias = run(
+        ["bvae", "pull", "bvae-test@production", "--out", str(tmp_path / "x")],
+        tmp_path,
+        env=env,
+        check=False,
+    )
+    assert alias.returncode == 2 and "@champion" in alias.stderr and "@candidate" in alias.stderr
+    down = {**env, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
+    start = time.monotonic()
+    unreachable = run(
+        ["bvae", "pull", "bvae-test@champion", "--out", str(tmp_path / "x")],
+        tmp_path,
+        env=down,
+        check=False,
+    )
+    assert unreachable.returncode == 2 and down["MLFLOW_TRACKING_URI"] in unreachable.stderr
+    assert "cannot be reached" in unreachable.stderr and unreachable.stderr.count("\n") <= 3
+    assert time.monotonic() - start < 30
+    assert not (tmp_path / "x").exists()
