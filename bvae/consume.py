@@ -19,6 +19,7 @@ import torch
 from bvae.fileio import atomic_path, file_digest
 from bvae.model_file import load_model, weights_digest
 from bvae.models import BetaVAE
+from bvae.representations import torch_encoder
 from bvae.tracking import registry
 
 log = logging.getLogger(__name__)
@@ -133,13 +134,6 @@ def read_images(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     return images, names
 
 
-@torch.inference_mode()
 def encode(model: BetaVAE, images: np.ndarray, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """Posterior means and log-variances of float ``(n, 64, 64)`` images in [0, 1]."""
-    model = model.eval()
-    means, logvars = [], []
-    for start in range(0, len(images), batch_size):
-        mean, logvar = model.encode(torch.from_numpy(images[start : start + batch_size]).unsqueeze(1))
-        means.append(mean.numpy())
-        logvars.append(logvar.numpy())
-    return np.concatenate(means), np.concatenate(logvars)
+    """Posterior means and log-variances of float ``(n, 64, 64)`` images in [0, 1], on the CPU."""
+    return torch_encoder(model, torch.device("cpu"), batch_size)(images)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -14,7 +16,11 @@ def load_model(path: str | os.PathLike) -> BetaVAE:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run the train stage first (`dvc repro train`).")
-    state = load_trusted(path)
+    return model_from_state(load_trusted(path))
+
+
+def model_from_state(state: dict) -> BetaVAE:
+    """The model held by a loaded model file (its config and weights)."""
     model = BetaVAE(ModelConfig(**state["config"]["model"]))
     model.load_state_dict(state["state_dict"])
     return model.eval()
@@ -25,9 +31,6 @@ def weights_digest(model: BetaVAE) -> str:
 
     (The bytes of a ``torch.save`` file are not a stable identity across torch versions.)
     """
-    import hashlib
-    import json
-
     digest = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())

@@ -17,7 +17,7 @@ from sklearn.decomposition import PCA, FastICA
 from sklearn.pipeline import make_pipeline
 
 from bvae.data.ground_truth import FactorGridData
-from bvae.metrics.sampling import Representation
+from bvae.metrics.sampling import Representation, table_representation
 from bvae.models import BetaVAE, images_to_input
 
 Encoder = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -69,16 +69,11 @@ class EncodedTable:
     def representation(self, *, sampled: bool = False) -> Representation:
         """The posterior mean, or a fresh z ~ q(z|x) per request (drawn from the metric's rng)."""
 
+        lookup = table_representation(self.ground_truth, self.mean, self.logvar, sampled=sampled)
+
         def represent(factor_classes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-            index = self.ground_truth.index_from_factors(factor_classes)
-            self.ensure(index)
-            mean = self.mean[index].astype(np.float64)
-            if not sampled:
-                return mean
-            # Noise from a child generator: the metric's own stream (and so the images it asks
-            # for) stays the same as for the mean representation, which shares its encodings.
-            noise = rng.spawn(1)[0].standard_normal(mean.shape)
-            return mean + np.exp(0.5 * self.logvar[index].astype(np.float64)) * noise
+            self.ensure(self.ground_truth.index_from_factors(factor_classes))
+            return lookup(factor_classes, rng)
 
         return represent
 

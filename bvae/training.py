@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from bvae.fileio import atomic_path
 from bvae.models import BetaVAE, ModelConfig, images_to_input, select_device
 from bvae.objectives import ObjectiveConfig, capacity_at, compute_loss
 
@@ -229,8 +230,6 @@ class Trainer:
 
 def save_atomic(payload: dict, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary sibling, then rename: a kill never leaves half a file."""
-    from bvae.fileio import atomic_path
-
     with atomic_path(path) as temporary:
         torch.save(payload, temporary)
 

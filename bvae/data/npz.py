@@ -140,11 +140,6 @@ def iter_image_chunks(path: str | os.PathLike, chunk_images: int) -> Iterator[np
                 yield chunk
 
 
-def read_images(path: str | os.PathLike) -> np.ndarray:
-    """All images in one ``(n, 64, 64)`` uint8 array."""
-    return np.concatenate(list(iter_image_chunks(path, 65536)))
-
-
 def read_factors(path: str | os.PathLike) -> DSpritesFactors:
     """The factor classes and values, never unpickling anything."""
     path = Path(path)

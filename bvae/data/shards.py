@@ -8,6 +8,7 @@ from; :func:`load_dataset` refuses shards that do not match it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import zlib
@@ -57,8 +58,6 @@ class Manifest:
     @property
     def digest(self) -> str:
         """One digest for the whole dataset: the SHA-256 of the shards' SHA-256s, in order."""
-        import hashlib
-
         return hashlib.sha256("".join(s.sha256 for s in self.shards).encode()).hexdigest()
 
     def to_json(self) -> dict:

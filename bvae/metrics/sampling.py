@@ -39,7 +39,8 @@ def table_representation(
         if not sampled:
             return mean
         std = np.exp(0.5 * latents_logvar[index].astype(np.float64))
-        # A child generator leaves the metric's stream (its factor draws) as for the mean.
+        # Noise from a child generator: the metric's own stream (and so the images it asks
+        # for) stays as for the mean representation, which can then share its encodings.
         return mean + std * rng.spawn(1)[0].standard_normal(mean.shape)
 
     return represent

@@ -63,16 +63,6 @@ def heldout_figures(
     }
 
 
-def flatten(tree: dict, prefix: str = "") -> dict[str, float]:
-    flat: dict[str, float] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = float(value)
-    return flat
-
-
 def _score(name: str, ground_truth, represent, config: EvaluateConfig, seconds: dict) -> dict:
     def report(metric: str, scores: dict, elapsed: float) -> None:
         seconds[f"{name}.{metric}"] = elapsed
@@ -164,7 +154,7 @@ def run_evaluate(params: Params, paths: EvaluatePaths = EvaluatePaths(), *, scor
     write_json(paths.metrics, report)
     if model is not None and paths.run_file.exists():
         run = tracking.read_run_file(paths.run_file)
-        tracking.log_metrics(run, flatten(report, "eval."))
+        tracking.log_metrics(run, tracking.flatten(report, "eval."))
         tracking.log_artifact(run, paths.metrics, "evaluation")
-        log.info("logged %d figures to MLflow run %s", len(flatten(report)), run.run_id)
+        log.info("logged %d figures to MLflow run %s", len(tracking.flatten(report)), run.run_id)
     return report

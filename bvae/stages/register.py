@@ -2,7 +2,7 @@
 
 Tagged with its lineage (git commit, params digest, data digest, run id), its objective and
 β/γ/C, and its headline metrics; ``candidate`` always, ``champion`` through the gate of
-``register.selection_metric`` and ``register.margin``. Writes ``models/registered.json``.
+``registry.selection_metric`` and ``registry.margin``. Writes ``models/registered.json``.
 A no-op ``dvc repro`` never reaches this code (DVC skips unchanged stages); rerunning it on
 the same weights finds the existing version instead of creating one.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 from bvae import tracking
 from bvae.config import Params
 from bvae.fileio import file_digest, write_json
-from bvae.model_file import load_model, weights_digest
+from bvae.model_file import model_from_state, weights_digest
 from bvae.tracking import registry
 from bvae.training import load_trusted
 
@@ -41,31 +41,27 @@ class RegisterPaths:
 
 
 def lookup(report: dict, dotted: str) -> float:
-    node = report
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            from bvae.stages.evaluate import flatten
-
-            known = ", ".join(sorted(flatten(report))[:12])
-            raise KeyError(
-                f"registry.selection_metric {dotted!r} is not in reports/metrics.json; e.g. {known}, …"
-            )
-        node = node[part]
-    return float(node)
+    flat = tracking.flatten(report)
+    if dotted not in flat:
+        known = ", ".join(sorted(flat)[:12])
+        raise KeyError(
+            f"registry.selection_metric {dotted!r} is not in reports/metrics.json; e.g. {known}, …"
+        )
+    return float(flat[dotted])
 
 
 def run_register(params: Params, paths: RegisterPaths = RegisterPaths()) -> registry.Registration:
     config = params.registry
     run = tracking.read_run_file(paths.run_file)
-    run_file = json.loads(paths.run_file.read_text())
-    if "model_uri" not in run_file:
+    if run.model_uri is None:
         raise FileNotFoundError(
             f"{paths.run_file} has no model_uri: the train stage did not finish; rerun it."
         )
     report = json.loads(paths.metrics.read_text())
     value = lookup(report, config.selection_metric)
-    model = load_model(paths.model)
     state = load_trusted(paths.model)
+    model = model_from_state(state)
+    flat_report = tracking.flatten(report)
     objective = state["config"]["objective"]
     tags = {
         "git_commit": tracking.git_commit(Path.cwd()) or "unknown",
@@ -80,11 +76,11 @@ def run_register(params: Params, paths: RegisterPaths = RegisterPaths()) -> regi
         "gamma": objective["gamma"],
         "capacity_max_nats": objective["capacity_max_nats"],
         "architecture": state["config"]["model"]["architecture"],
-        **{f"metric.{name}": lookup(report, key) for name, key in HEADLINE.items() if _has(report, key)},
+        **{f"metric.{name}": float(flat_report[key]) for name, key in HEADLINE.items() if key in flat_report},
     }
     result = registry.register(
         name=config.model_name,
-        model_uri=run_file["model_uri"],
+        model_uri=run.model_uri,
         run_id=run.run_id,
         weights_digest=weights_digest(model),
         selection_metric=config.selection_metric,
@@ -106,11 +102,3 @@ def run_register(params: Params, paths: RegisterPaths = RegisterPaths()) -> regi
         },
     )
     return result
-
-
-def _has(report: dict, dotted: str) -> bool:
-    try:
-        lookup(report, dotted)
-        return True
-    except KeyError:
-        return False

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bvae import figures, tracking, traversal
+from bvae import figures, objectives, tracking, traversal
 from bvae.config import Params, TraverseConfig
 from bvae.data import factors
 from bvae.data.ground_truth import DSprites
@@ -73,7 +73,9 @@ def render_reports(
     encode, decode = torch_encoder(model, device), torch_decoder(model, device)
     sample = np.sort(rng.choice(len(data), size=config.sample_images, replace=False))
     latents_mean, latents_logvar = encode(data.images[sample])
-    kl_per_latent = np.mean(0.5 * (latents_mean**2 + np.exp(latents_logvar) - latents_logvar - 1.0), axis=0)
+    kl_per_latent = objectives.kl_per_latent(
+        torch.from_numpy(latents_mean), torch.from_numpy(latents_logvar)
+    ).numpy()
     order = traversal.order_by_kl(kl_per_latent)
     latent_dim = model.config.latent_dim
     if config.mode == "quantile":

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -86,25 +87,37 @@ def check_tracking_server(uri: str | None = None, timeout_s: float = 5.0) -> Non
         ) from None
 
 
-def _client():
+@functools.lru_cache(maxsize=8)
+def _client_for(uri: str):
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri())
-    return mlflow.MlflowClient(tracking_uri())
+    return mlflow.MlflowClient(uri)
 
 
-def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """``{"a": {"b": 1}}`` → ``{"a.b": "1"}`` (MLflow params are flat strings)."""
-    flat: dict[str, str] = {}
+def _client():
+    """The client for the current URI, made once: training logs through it every few steps."""
+    import mlflow
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)  # the fluent calls (log_model, register_model) read it
+    return _client_for(uri)
+
+
+def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``: dotted keys, as DVC and MLflow show them."""
+    flat: dict[str, Any] = {}
     for key, value in mapping.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
             flat.update(flatten(value, f"{name}."))
-        elif isinstance(value, list | tuple):
-            flat[name] = json.dumps(list(value))
         else:
-            flat[name] = str(value)
+            flat[name] = value
     return flat
+
+
+def _param_text(value: Any) -> str:
+    """MLflow params are strings; lists keep a readable JSON form."""
+    return json.dumps(list(value)) if isinstance(value, list | tuple) else str(value)
 
 
 def git_commit(root: Path) -> str | None:
@@ -139,6 +152,7 @@ class RunHandle:
     run_id: str
     experiment_id: str
     tracking_uri: str
+    model_uri: str | None = None  # set once training has logged the model
 
 
 def start_run(
@@ -171,7 +185,7 @@ def start_run(
     from mlflow.entities import Param
 
     flat = flatten(params)
-    items = [Param(key, value[:6000]) for key, value in sorted(flat.items())]
+    items = [Param(key, _param_text(value)[:6000]) for key, value in sorted(flat.items())]
     for start in range(0, len(items), 100):  # log_batch takes at most 100 params a call
         client.log_batch(run.info.run_id, params=items[start : start + 100])
     return RunHandle(run.info.run_id, experiment_id, uri)
@@ -294,4 +308,4 @@ def read_run_file(path: str | os.PathLike = RUN_FILE) -> RunHandle:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run the train stage first (`dvc repro train`).")
     data = json.loads(path.read_text())
-    return RunHandle(data["run_id"], data["experiment_id"], data["tracking_uri"])
+    return RunHandle(data["run_id"], data["experiment_id"], data["tracking_uri"], data.get("model_uri"))
