@@ -229,13 +229,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Exit codes a scheduler can act on: 2 is bad input (fix it; retrying will not help),
+# 75 (EX_TEMPFAIL) a network failure worth retrying later.
+EXIT_BAD_INPUT, EXIT_RETRY_LATER = 2, 75
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    from bvae.data.download import DownloadError
+    from bvae.tracking import TrackingError
+
+    return (DownloadError, TrackingError)
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     from bvae.config import ParamsError
     from bvae.consume import PullError
-    from bvae.data.download import DownloadError
     from bvae.data.npz import NpzFormatError
     from bvae.data.shards import ShardError
-    from bvae.tracking import TrackingError
     from bvae.tracking.registry import RegistryError
 
     return (
@@ -243,10 +253,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         PullError,
         RegistryError,
         KeyError,
-        DownloadError,
         NpzFormatError,
         ShardError,
-        TrackingError,
         FileNotFoundError,
         ValueError,
     )
@@ -263,11 +271,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.handler(args)
+    except _transient_errors() as error:
+        if args.verbose:
+            raise
+        print(f"bvae {args.command}: error (temporary, retry later): {error}", file=sys.stderr)
+        return EXIT_RETRY_LATER
     except _user_errors() as error:
         if args.verbose:
             raise
         print(f"bvae {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

@@ -122,6 +122,7 @@ class RegisterConfig(_Section):
     model_name: str = Field("bvae-dsprites", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     selection_metric: str = "model.mean.factor_vae.eval_accuracy"  # a key of reports/metrics.json
     margin: float = Field(0.0, ge=0)  # promote only when beating the champion by more than this
+    promote: bool = True  # run the champion gate here; sweeps set false and gate only their best
 
 
 class Params(_Section):

@@ -54,3 +54,12 @@ def full_dataset(full_shards):
     from bvae.data.shards import load_dataset
 
     return load_dataset(full_shards)
+
+
+@pytest.fixture(scope="session")
+def prefect():
+    """Prefect's test server, started once per session (it takes several seconds)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -63,3 +63,33 @@ def run(
             f"\n--- stderr\n{result.stderr[-4000:]}"
         )
     return result
+
+
+# The smallest pipeline that still exercises every stage (seconds of training, one metric).
+TINY_PARAMS: dict[str, object] = {
+    "data.source": "procedural",  # tests never contact the internet
+    "train.steps": 20,
+    "train.checkpoint_every": 10,
+    "train.log_every": 10,
+    "evaluate.heldout_images": 1000,
+    "evaluate.baselines": [],
+    "evaluate.representations": ["mean"],
+    "evaluate.metrics": ["mig"],
+    "registry.selection_metric": "model.mean.mig.discrete_mig",
+    "traverse.sample_images": 1000,
+    "traverse.steps": 5,
+}
+
+
+def commit_all(repo: Path, message: str) -> None:
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message], repo)
+
+
+def prepared_project(destination: Path, params: dict[str, object] | None = None) -> Path:
+    """A repository copy with tiny params whose data stages have run and been committed."""
+    repo = copy_repository(destination)
+    set_params(repo, {**TINY_PARAMS, **(params or {})})
+    run(["dvc", "repro", "shard"], repo)
+    commit_all(repo, "tiny params and data")
+    return repo

@@ -2,7 +2,8 @@
 
 Tagged with its lineage (git commit, params digest, data digest, run id), its objective and
 β/γ/C, and its headline metrics; ``candidate`` always, ``champion`` through the gate of
-``registry.selection_metric`` and ``registry.margin``. Writes ``models/registered.json``.
+``registry.selection_metric`` and ``registry.margin`` (unless ``registry.promote`` is false, as
+in a sweep, which gates only its best point). Writes ``models/registered.json``.
 A no-op ``dvc repro`` never reaches this code (DVC skips unchanged stages); rerunning it on
 the same weights finds the existing version instead of creating one.
 """
@@ -88,6 +89,7 @@ def run_register(params: Params, paths: RegisterPaths = RegisterPaths()) -> regi
         margin=config.margin,
         tags=tags,
         description=f"β-VAE ({objective['kind']}) trained by the bvae DVC pipeline",
+        promote=config.promote,
     )
     write_json(
         paths.registered,
@@ -98,6 +100,10 @@ def run_register(params: Params, paths: RegisterPaths = RegisterPaths()) -> regi
             "champion_version": result.champion_version,
             "selection_metric": config.selection_metric,
             "selection_value": result.selection_value,
+            "promoted": result.promoted,
+            "mlflow_run_id": run.run_id,
+            "mlflow_experiment_id": run.experiment_id,
+            "model_uri": run.model_uri,
             "tracking_uri": tracking.tracking_uri(),
         },
     )

@@ -26,6 +26,9 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 RUN_FILE = Path("models/mlflow_run.json")
+# A sweep passes its parent run to the pipeline's train stage explicitly, through the
+# environment (MLflow's active run is per-thread and does not cross processes).
+PARENT_RUN_ENV = "BVAE_MLFLOW_PARENT_RUN_ID"
 _DVC_TEMP_MARKER = f"{os.sep}.dvc{os.sep}tmp{os.sep}exps{os.sep}"
 
 
@@ -47,12 +50,15 @@ def project_root(start: str | os.PathLike | None = None) -> Path:
     return here
 
 
-def tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<absolute root>/mlflow.db``."""
+def tracking_uri(root: str | os.PathLike | None = None) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<absolute root>/mlflow.db``.
+
+    ``root`` names the project when it is not the working directory (a flow serving a checkout).
+    """
     configured = os.environ.get("MLFLOW_TRACKING_URI")
     if configured:
         return configured
-    return f"sqlite:///{project_root() / 'mlflow.db'}"
+    return f"sqlite:///{project_root(root) / 'mlflow.db'}"
 
 
 def default_artifact_location() -> str | None:
@@ -94,12 +100,18 @@ def _client_for(uri: str):
     return mlflow.MlflowClient(uri)
 
 
-def _client():
-    """The client for the current URI, made once: training logs through it every few steps."""
+def _client(uri: str | None = None):
+    """The client for ``uri`` (default: the current one), made once per URI.
+
+    Training logs through it every few steps. Without an explicit ``uri`` it also points
+    MLflow's fluent API (``log_model``, ``register_model``) at the current URI.
+    """
+    if uri is not None:
+        return _client_for(uri)
     import mlflow
 
     uri = tracking_uri()
-    mlflow.set_tracking_uri(uri)  # the fluent calls (log_model, register_model) read it
+    mlflow.set_tracking_uri(uri)
     return _client_for(uri)
 
 
@@ -131,7 +143,7 @@ def git_commit(root: Path) -> str | None:
 
 
 def lineage_tags() -> dict[str, str]:
-    """Git commit and DVC experiment of this process (DVC sets the variables for stages)."""
+    """Git commit, DVC experiment and parent (sweep) run of this process, from its environment."""
     tags = {"mlflow.source.type": "PROJECT", "bvae.pipeline": "dvc"}
     commit = git_commit(Path.cwd())
     if commit:
@@ -144,6 +156,8 @@ def lineage_tags() -> dict[str, str]:
     ):
         if os.environ.get(variable):
             tags[tag] = os.environ[variable]
+    if os.environ.get(PARENT_RUN_ENV):
+        tags["mlflow.parentRunId"] = os.environ[PARENT_RUN_ENV]
     return tags
 
 
@@ -161,11 +175,12 @@ def start_run(
     tags: Mapping[str, str] | None = None,
     run_name: str | None = None,
     resume_run_id: str | None = None,
+    uri: str | None = None,
 ) -> RunHandle:
     """Create (or reopen, after a resume) a run with the flattened params and lineage tags."""
-    uri = tracking_uri()
+    uri = uri or tracking_uri()
     check_tracking_server(uri)
-    client = _client()
+    client = _client(uri)
     if resume_run_id:
         try:
             run = client.get_run(resume_run_id)
@@ -196,7 +211,7 @@ def log_metrics(run: RunHandle, metrics: Mapping[str, float], step: int | None =
 
     from mlflow.entities import Metric
 
-    client = _client()
+    client = _client(run.tracking_uri)
     stamp = int(time.time() * 1000)
     items = [Metric(key, float(value), stamp, step or 0) for key, value in metrics.items()]
     for start in range(0, len(items), 1000):
@@ -204,9 +219,16 @@ def log_metrics(run: RunHandle, metrics: Mapping[str, float], step: int | None =
 
 
 def set_tags(run: RunHandle, tags: Mapping[str, str]) -> None:
-    client = _client()
+    client = _client(run.tracking_uri)
     for key, value in tags.items():
         client.set_tag(run.run_id, key, value)
+
+
+def adopt_child(parent: RunHandle, run_id: str) -> None:
+    """Nest ``run_id`` under ``parent`` unless it already has a parent run."""
+    client = _client(parent.tracking_uri)
+    if "mlflow.parentRunId" not in client.get_run(run_id).data.tags:
+        client.set_tag(run_id, "mlflow.parentRunId", parent.run_id)
 
 
 def log_dataset(run: RunHandle, manifest_path: Path, digest: str, source: str, num_images: int) -> None:
@@ -223,7 +245,7 @@ def log_dataset(run: RunHandle, manifest_path: Path, digest: str, source: str, n
     entity = dataset._to_mlflow_entity()
     from mlflow.entities import DatasetInput
 
-    _client().log_inputs(
+    _client(run.tracking_uri).log_inputs(
         run.run_id,
         datasets=[
             DatasetInput(
@@ -239,11 +261,25 @@ def log_dataset(run: RunHandle, manifest_path: Path, digest: str, source: str, n
 
 
 def log_artifact(run: RunHandle, path: str | os.PathLike, artifact_path: str | None = None) -> None:
-    _client().log_artifact(run.run_id, str(path), artifact_path)
+    _client(run.tracking_uri).log_artifact(run.run_id, str(path), artifact_path)
 
 
 def log_artifacts(run: RunHandle, folder: str | os.PathLike, artifact_path: str | None = None) -> None:
-    _client().log_artifacts(run.run_id, str(folder), artifact_path)
+    _client(run.tracking_uri).log_artifacts(run.run_id, str(folder), artifact_path)
+
+
+def log_table(run: RunHandle, columns: Mapping[str, list], artifact_file: str) -> None:
+    """A table (column → values) the MLflow UI shows and compares (``log_table``)."""
+    _client(run.tracking_uri).log_table(run.run_id, data=dict(columns), artifact_file=artifact_file)
+
+
+def log_text(run: RunHandle, text: str, artifact_file: str) -> None:
+    _client(run.tracking_uri).log_text(run.run_id, text, artifact_file)
+
+
+def get_run(run_id: str, uri: str | None = None):
+    """The MLflow ``Run`` (params, metrics, tags) of ``run_id``."""
+    return _client(uri or tracking_uri()).get_run(run_id)
 
 
 def log_torch_model(
@@ -273,6 +309,7 @@ def log_torch_model(
             ]
         ),
     )
+    mlflow.set_tracking_uri(run.tracking_uri)
     with mlflow.start_run(run_id=run.run_id, nested=False):  # log_model needs the active run
         info = mlflow.pytorch.log_model(
             model,
@@ -285,7 +322,7 @@ def log_torch_model(
 
 
 def end_run(run: RunHandle, status: str = "FINISHED") -> None:
-    _client().set_terminated(run.run_id, status=status)
+    _client(run.tracking_uri).set_terminated(run.run_id, status=status)
 
 
 def write_run_file(run: RunHandle, path: str | os.PathLike = RUN_FILE, **extra: Any) -> None:

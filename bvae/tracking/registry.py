@@ -87,6 +87,15 @@ def repair_champion(client, name: str) -> str | None:
     return str(best.version)
 
 
+def _gate(client, name: str, number: str, selection_value: float, margin: float) -> str | None:
+    """The promotion gate: ``number`` becomes champion when it beats the champion by ``margin``."""
+    current = _champion(client, name)
+    if current is None or selection_value > _value(current) + margin:
+        client.set_model_version_tag(name, number, ELIGIBLE_TAG, "true")
+        client.set_registered_model_alias(name, CHAMPION, number)
+    return repair_champion(client, name)
+
+
 def register(
     *,
     name: str,
@@ -98,9 +107,11 @@ def register(
     margin: float,
     tags: Mapping[str, Any],
     description: str = "",
+    promote: bool = True,
 ) -> Registration:
     """Register ``model_uri`` under ``name`` (once per weights digest) and run the promotion gate.
 
+    ``promote=False`` stops at ``candidate`` (a sweep gates only its best point, via ``promote``).
     Versions are handled as strings: SQL stores return ints, the REST API strings.
     """
     check_tracking_server()
@@ -131,12 +142,9 @@ def register(
     if description:
         client.update_model_version(name, number, description=description)
     client.set_registered_model_alias(name, CANDIDATE, number)
-    current = _champion(client, name)
-    worthy = current is None or selection_value > _value(current) + margin
-    if worthy:
-        client.set_model_version_tag(name, number, ELIGIBLE_TAG, "true")
-        client.set_registered_model_alias(name, CHAMPION, number)
-    champion = repair_champion(client, name)
+    champion = (
+        _gate(client, name, number, selection_value, margin) if promote else repair_champion(client, name)
+    )
     log.info(
         "%s version %s (%s = %.4f) is %s; champion is version %s",
         name,
@@ -147,6 +155,22 @@ def register(
         champion,
     )
     return Registration(name, number, True, champion == number, champion, float(selection_value))
+
+
+def promote(name: str, version: str | int, margin: float, uri: str | None = None) -> Registration:
+    """Put an existing version through the gate (and make it ``candidate``): a sweep's best point."""
+    uri = uri or tracking_uri()
+    check_tracking_server(uri)
+    client = _client(uri)
+    found = client.get_model_version(name, str(version))
+    number = str(found.version)
+    if "selection_value" not in found.tags:
+        raise RegistryError(
+            f"{name} version {number} has no selection_value tag: it was not registered by bvae"
+        )
+    client.set_registered_model_alias(name, CANDIDATE, number)
+    champion = _gate(client, name, number, _value(found), margin)
+    return Registration(name, number, False, champion == number, champion, _value(found))
 
 
 def resolve(reference: str):
@@ -211,6 +235,7 @@ __all__ = [
     "download_model",
     "download_run_artifact",
     "parse_reference",
+    "promote",
     "register",
     "repair_champion",
     "resolve",

@@ -1,0 +1,214 @@
+"""Run the DVC pipeline as a DVC experiment, and read back what it produced.
+
+Every run is ``dvc exp run --temp``: DVC copies the project into ``.dvc/tmp/exps/`` and runs
+``dvc.yaml`` there, so several experiments (a sweep, a retrain beside it) never hold the
+workspace's lock at once and the user's workspace is left alone. The result is a git ref
+(``refs/exps/…/NAME``) whose commit holds ``reports/metrics.json`` and
+``models/registered.json``; outputs land in the shared DVC cache.
+
+Overrides are validated against ``params.yaml`` here, before DVC runs, so a bad value fails
+at once with the config's message instead of deep inside a stage.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bvae.cli import EXIT_BAD_INPUT, TELEMETRY_OFF
+from bvae.config import Params, ParamsError, params_from_mapping
+from bvae.tracking import tracking_uri
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_EXITED = re.compile(r"failed to reproduce '(?P<stage>[^']+)'.*?exited with (?P<code>-?\d+)", re.S)
+
+
+class ExperimentFailed(RuntimeError):
+    """``dvc exp run`` failed. ``permanent``: the stage rejected its input, a retry cannot help."""
+
+    def __init__(self, message: str, *, stage: str | None, exit_code: int | None, permanent: bool):
+        super().__init__(message)
+        self.stage, self.exit_code, self.permanent = stage, exit_code, permanent
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A finished DVC experiment: its ref, its metrics and its registry record."""
+
+    name: str
+    ref: str
+    overrides: dict[str, Any]
+    metrics: dict[str, Any]
+    registration: dict[str, Any] | None = None
+    output_tail: list[str] = field(default_factory=list)
+
+    @property
+    def run_id(self) -> str | None:
+        return (self.registration or {}).get("mlflow_run_id")
+
+
+def apply_overrides(mapping: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``params.yaml`` as ``dvc exp run -S key=value`` would leave it (dotted keys)."""
+    result = copy.deepcopy(dict(mapping))
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = result
+        for depth, key in enumerate(parents):
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ParamsError(
+                    f"override {dotted!r}: {'.'.join(parents[: depth + 1])} is a value, not a section"
+                )
+            node = child
+        node[leaf] = value
+    return result
+
+
+def validate_overrides(project: Path, overrides: Mapping[str, Any]) -> Params:
+    """The project's params with ``overrides`` applied, validated; ``ParamsError`` names bad keys."""
+    path = project / "params.yaml"
+    if not path.exists():
+        raise ParamsError(f"{path} not found: pass the bvae project folder as `project`.")
+    for key in overrides:
+        if not isinstance(key, str) or not key or key.startswith(".") or key.endswith("."):
+            raise ParamsError(f"override key {key!r} is not a dotted params.yaml key like 'objective.beta'")
+    merged = apply_overrides(yaml.safe_load(path.read_text()) or {}, overrides)
+    return params_from_mapping(merged, f"{path} with overrides {dict(overrides)}")
+
+
+def hydra_value(value: Any) -> str:
+    """A value in the override grammar DVC's ``-S`` parses (Hydra's): strings are quoted."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(hydra_value(item) for item in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{key}:{hydra_value(item)}" for key, item in value.items()) + "}"
+    raise ParamsError(f"cannot pass {value!r} ({type(value).__name__}) as a params.yaml override")
+
+
+def override_args(overrides: Mapping[str, Any]) -> list[str]:
+    args: list[str] = []
+    for key, value in overrides.items():
+        args += ["-S", f"{key}={hydra_value(value)}"]
+    return args
+
+
+def pipeline_env(project: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The stages' environment: this interpreter's tools, no telemetry, an absolute MLflow store."""
+    env = dict(os.environ)
+    for key, value in TELEMETRY_OFF.items():
+        env.setdefault(key, value)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["MLFLOW_TRACKING_URI"] = tracking_uri(project)
+    env.update(extra or {})
+    return env
+
+
+def _git(project: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=project, capture_output=True, text=True, timeout=60)
+
+
+def find_ref(project: Path, name: str) -> str | None:
+    """The ``refs/exps/…/NAME`` ref DVC made for experiment ``name``."""
+    listed = _git(project, "for-each-ref", "--format=%(refname)", "refs/exps/").stdout.split()
+    matches = [ref for ref in listed if ref.rsplit("/", 1)[-1] == name]
+    return matches[-1] if matches else None
+
+
+def read_committed(project: Path, ref: str, path: str) -> Any | None:
+    """A JSON file from the experiment's commit (``None`` when the experiment has none)."""
+    shown = _git(project, "show", f"{ref}:{path}")
+    return json.loads(shown.stdout) if shown.returncode == 0 else None
+
+
+def _failure(name: str, code: int, tail: list[str]) -> ExperimentFailed:
+    text = "\n".join(tail)
+    matches = list(_EXITED.finditer(text))
+    found = matches[-1] if matches else None  # the last failing stage stopped the run
+    stage = found["stage"] if found else None
+    stage_code = int(found["code"]) if found else None
+    permanent = stage_code == EXIT_BAD_INPUT
+    what = f"stage {stage!r} exited with {stage_code}" if stage else f"dvc exited with {code}"
+    advice = "fix the input named above; retrying will not help" if permanent else "may be transient"
+    return ExperimentFailed(
+        f"DVC experiment {name!r} failed: {what} ({advice}). Output tail:\n{text}",
+        stage=stage,
+        exit_code=stage_code,
+        permanent=permanent,
+    )
+
+
+def run_experiment(
+    project: str | os.PathLike,
+    name: str,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    extra_env: Mapping[str, str] | None = None,
+    echo: Callable[[str], None] | None = None,
+    tail_lines: int = 60,
+) -> Experiment:
+    """``dvc exp run --temp -n NAME -S …`` in ``project``; each output line goes to ``echo``."""
+    project = Path(project).resolve()
+    overrides = dict(overrides or {})
+    if not _NAME.match(name):
+        raise ParamsError(f"experiment name {name!r}: use letters, digits, '.', '_' and '-'")
+    validate_overrides(project, overrides)
+    command = ["dvc", "exp", "run", "--temp", "-n", name, *override_args(overrides)]
+    echo = echo or log.info
+    echo("$ " + " ".join(command))
+    tail: deque[str] = deque(maxlen=tail_lines)
+    with subprocess.Popen(
+        command,
+        cwd=project,
+        env=pipeline_env(project, extra_env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+    ) as process:
+        assert process.stdout is not None
+        for raw in process.stdout:
+            line = raw.rstrip("\n").split("\r")[-1].rstrip()  # progress bars: their last state
+            if line:
+                tail.append(line)
+                echo(line)
+        code = process.wait()
+    if code != 0:
+        raise _failure(name, code, list(tail))
+    ref = find_ref(project, name)
+    if ref is None:
+        raise ExperimentFailed(
+            f"dvc exp run finished but made no experiment ref for {name!r}",
+            stage=None,
+            exit_code=code,
+            permanent=False,
+        )
+    return Experiment(
+        name=name,
+        ref=ref,
+        overrides=overrides,
+        metrics=read_committed(project, ref, "reports/metrics.json") or {},
+        registration=read_committed(project, ref, "models/registered.json"),
+        output_tail=list(tail)[-10:],
+    )

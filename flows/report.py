@@ -1,0 +1,126 @@
+"""What the flows publish: Markdown tables of metrics, with links to MLflow (pure functions)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bvae.stages.register import HEADLINE
+from bvae.tracking import flatten
+
+# Where people browse MLflow when the tracking URI is a local file (the README's `mlflow server`).
+DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"
+
+
+def mlflow_ui_base(tracking_uri: str, configured: str | None = None) -> str:
+    """The MLflow UI to link to: given, else ``$BVAE_MLFLOW_UI``, else the server itself."""
+    if configured:
+        return configured.rstrip("/")
+    if os.environ.get("BVAE_MLFLOW_UI"):
+        return os.environ["BVAE_MLFLOW_UI"].rstrip("/")
+    if tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri.rstrip("/")
+    return DEFAULT_MLFLOW_UI
+
+
+def run_link(base: str, experiment_id: str | None, run_id: str | None) -> str:
+    if not run_id:
+        return "—"
+    if not experiment_id:
+        return f"`{run_id}`"
+    return f"[{run_id[:8]}]({base}/#/experiments/{experiment_id}/runs/{run_id})"
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, int | float) else "—"
+
+
+def headline(metrics: Mapping[str, Any], selection_metric: str) -> dict[str, Any]:
+    """The few numbers worth a table: the selection metric, the headline scores, held-out fit."""
+    flat = flatten(metrics)
+    keys = {
+        selection_metric: selection_metric,
+        **HEADLINE,
+        "heldout_reconstruction": "heldout.reconstruction_nats",
+    }
+    return {label: flat.get(key) for label, key in keys.items()}
+
+
+def retrain_markdown(
+    name: str,
+    metrics: Mapping[str, Any],
+    registration: Mapping[str, Any] | None,
+    selection_metric: str,
+    ui_base: str,
+) -> str:
+    rows = "\n".join(
+        f"| {label} | {_number(value)} |" for label, value in headline(metrics, selection_metric).items()
+    )
+    lines = [f"## bvae retrain `{name}`", "", "| metric | value |", "|---|---|", rows, ""]
+    if registration:
+        champion = registration.get("champion_version")
+        state = "champion" if registration.get("promoted") else "candidate"
+        lines += [
+            f"**Registry:** `{registration['name']}` version {registration['version']} ({state}; "
+            f"champion is version {champion})",
+            "",
+            "**MLflow run:** "
+            + run_link(ui_base, registration.get("mlflow_experiment_id"), registration.get("mlflow_run_id")),
+        ]
+    lines += ["", f"**DVC experiment:** `{name}` (`dvc exp show`, `dvc exp apply {name}`)"]
+    return "\n".join(lines) + "\n"
+
+
+def comparison_rows(points: Sequence[Mapping[str, Any]], selection_metric: str) -> list[dict[str, Any]]:
+    """One row per sweep point: its overrides, its selection metric, its registry version."""
+    rows = []
+    for point in points:
+        flat = flatten(point.get("metrics") or {})
+        registration = point.get("registration") or {}
+        rows.append(
+            {
+                "experiment": point["name"],
+                **{key: value for key, value in point["grid_values"].items()},
+                selection_metric: flat.get(selection_metric),
+                "mig": flat.get(HEADLINE["mig"]),
+                "version": registration.get("version"),
+                "mlflow_run_id": registration.get("mlflow_run_id"),
+                "mlflow_experiment_id": registration.get("mlflow_experiment_id"),
+                "status": point.get("status", "completed"),
+            }
+        )
+    return rows
+
+
+def sweep_markdown(
+    name: str,
+    rows: Sequence[Mapping[str, Any]],
+    grid_keys: Sequence[str],
+    selection_metric: str,
+    best: str | None,
+    promotion: Mapping[str, Any] | None,
+    ui_base: str,
+) -> str:
+    header = ["experiment", *grid_keys, selection_metric, "MIG", "version", "MLflow run", "status"]
+    lines = [f"## bvae sweep `{name}`", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        mark = " ★" if row["experiment"] == best else ""
+        cells = [
+            f"`{row['experiment']}`{mark}",
+            *(str(row.get(key)) for key in grid_keys),
+            _number(row.get(selection_metric)),
+            _number(row.get("mig")),
+            str(row.get("version") or "—"),
+            run_link(ui_base, row.get("mlflow_experiment_id"), row.get("mlflow_run_id")),
+            str(row.get("status")),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    if promotion:
+        outcome = "is the new champion" if promotion["promoted"] else "did not beat the champion"
+        lines += [
+            "",
+            f"**Best point** `{best}`: `{promotion['name']}` version {promotion['version']} {outcome} "
+            f"(champion is version {promotion['champion_version']}).",
+        ]
+    return "\n".join(lines) + "\n"

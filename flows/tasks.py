@@ -1,0 +1,92 @@
+"""Prefect tasks shared by the flows: run one DVC experiment, guarded by a concurrency limit.
+
+No task here caches its result (``NO_CACHE``): each call has side effects (a DVC experiment,
+an MLflow run, a registry version) that a cached result would silently skip.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.concurrency.sync import concurrency
+from prefect.tasks import exponential_backoff
+
+from bvae.config import ParamsError
+from flows.experiments import Experiment, ExperimentFailed, run_experiment
+
+# Experiments on one machine share this Prefect global concurrency limit (retrains and sweep
+# points alike); its size is the machine's GPUs, or its CPU cores without one.
+EXPERIMENT_LIMIT = "bvae-experiments"
+RETRIES = 2
+RETRY_BACKOFF_S = 30.0
+
+
+def default_slots() -> int:
+    """One experiment per GPU, else one per CPU core."""
+    try:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 - no usable torch/CUDA: count cores
+        gpus = 0
+    return gpus or (os.cpu_count() or 1)
+
+
+def ensure_limit(name: str, slots: int | None) -> int:
+    """Create the global concurrency limit if missing; ``slots`` (when given) resizes it."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        if slots is not None:
+            client.upsert_global_concurrency_limit_by_name(name, int(slots))
+            return int(slots)
+        try:
+            return client.read_global_concurrency_limit_by_name(name).limit
+        except ObjectNotFound:
+            size = default_slots()
+            client.upsert_global_concurrency_limit_by_name(name, size)
+            return size
+
+
+def retry_unless_permanent(task_, task_run, state) -> bool:
+    """Retry network hiccups and crashes; never a bad parameter or a stage that rejected input."""
+    try:
+        state.result()
+    except ParamsError:
+        return False
+    except ExperimentFailed as error:
+        return not error.permanent
+    except Exception:  # noqa: BLE001
+        return True
+    return True
+
+
+@task(
+    name="dvc-experiment",
+    task_run_name="dvc exp run {name}",
+    retries=RETRIES,
+    retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BACKOFF_S),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=retry_unless_permanent,
+    cache_policy=NO_CACHE,
+)
+def run_pipeline(
+    project: str,
+    name: str,
+    overrides: Mapping[str, Any],
+    extra_env: Mapping[str, str] | None = None,
+    limit: str | None = EXPERIMENT_LIMIT,
+) -> Experiment:
+    """The whole DVC pipeline as experiment ``name`` (one slot of ``limit`` while it runs)."""
+    logger = get_run_logger()
+    project_dir = Path(project)
+    if limit is None:
+        return run_experiment(project_dir, name, overrides, extra_env=extra_env, echo=logger.info)
+    with concurrency(limit, occupy=1, strict=True):
+        return run_experiment(project_dir, name, overrides, extra_env=extra_env, echo=logger.info)

@@ -1,0 +1,68 @@
+"""The pure parts of the flows: override grammar, validation, grid expansion, failure triage."""
+
+from __future__ import annotations
+
+import pytest
+
+from bvae.config import ParamsError
+from flows.experiments import _failure, apply_overrides, hydra_value, override_args, validate_overrides
+from flows.sweep import expand_grid
+from tests.conftest import REPO_ROOT
+
+
+def test_overrides_use_dvcs_set_grammar():
+    assert hydra_value(4) == "4" and hydra_value(0.0005) == "0.0005" and hydra_value(True) == "true"
+    assert hydra_value("model.mean.mig.discrete_mig") == "'model.mean.mig.discrete_mig'"
+    assert hydra_value("it's") == "'it\\'s'"
+    assert hydra_value(["mean", "sampled"]) == "['mean','sampled']"
+    assert override_args({"objective.beta": 8, "evaluate.metrics": ["mig"]}) == [
+        "-S",
+        "objective.beta=8",
+        "-S",
+        "evaluate.metrics=['mig']",
+    ]
+
+
+def test_overrides_apply_to_dotted_keys_without_touching_the_original():
+    original = {"objective": {"beta": 4.0}, "train": {"steps": 10}}
+    merged = apply_overrides(original, {"objective.beta": 8, "train.seed": 3})
+    assert merged == {"objective": {"beta": 8}, "train": {"steps": 10, "seed": 3}}
+    assert original["objective"]["beta"] == 4.0
+    with pytest.raises(ParamsError, match="train.steps is a value"):
+        apply_overrides(original, {"train.steps.x": 1})
+
+
+def test_bad_overrides_are_named_with_a_fix():
+    params = validate_overrides(REPO_ROOT, {"objective.beta": 8, "registry.promote": False})
+    assert params.objective.beta == 8 and params.registry.promote is False
+    with pytest.raises(ParamsError, match="did you mean 'beta'"):
+        validate_overrides(REPO_ROOT, {"objective.bta": 8})
+    with pytest.raises(ParamsError, match="train.steps"):
+        validate_overrides(REPO_ROOT, {"train.steps": -1})
+    with pytest.raises(ParamsError, match="not found"):
+        validate_overrides(REPO_ROOT / "nowhere", {})
+
+
+def test_grid_expands_to_the_cartesian_product_in_key_order():
+    points = expand_grid({"objective.beta": [1, 4], "train.seed": [0, 1, 2]})
+    assert len(points) == 6 and points[0] == {"objective.beta": 1, "train.seed": 0}
+    assert points[-1] == {"objective.beta": 4, "train.seed": 2}
+    for bad in ({}, {"objective.beta": []}, {"objective.beta": "4"}):
+        with pytest.raises(ParamsError):
+            expand_grid(bad)
+
+
+def test_a_stage_that_rejects_its_input_is_permanent_others_are_retried():
+    tail = [
+        "bvae register: error: no such metric",
+        "ERROR: failed to reproduce 'register': failed to run: bvae register, exited with 2",
+    ]
+    failure = _failure("e", 255, tail)
+    assert failure.permanent and failure.stage == "register" and failure.exit_code == 2
+    assert "no such metric" in str(failure)
+    transient = _failure(
+        "e", 255, ["ERROR: failed to reproduce 'train': failed to run: bvae train, exited with 75"]
+    )
+    assert not transient.permanent and transient.stage == "train"
+    crashed = _failure("e", 1, ["Traceback ...", "RuntimeError: boom"])
+    assert not crashed.permanent and crashed.stage is None

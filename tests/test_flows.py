@@ -1,0 +1,136 @@
+"""The Prefect flows, in-process against Prefect's test server, on a real (tiny) DVC pipeline."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pytest
+from prefect.artifacts import Artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+from flows.experiments import ExperimentFailed
+from tests.helpers import prepared_project, run
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, prefect):
+    """A copy of the repository with tiny params and its data stages already run."""
+    return prepared_project(tmp_path_factory.mktemp("flows") / "repo")
+
+
+def experiment_refs(project) -> list[str]:
+    return run(["git", "for-each-ref", "--format=%(refname)", "refs/exps/"], project).stdout.split()
+
+
+def client_for(project) -> mlflow.MlflowClient:
+    return mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+
+
+def task_runs_of(state) -> list:
+    with get_client(sync_client=True) as client:
+        flow_run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        return client.read_task_runs(flow_run_filter=flow_run)
+
+
+def test_retrain_runs_the_pipeline_as_an_experiment_and_registers(project):
+    from flows.retrain import retrain
+
+    params_before = (project / "params.yaml").read_text()
+    result = retrain(project=str(project), overrides={"train.seed": 1}, name="retrain-one")
+    assert result["ref"] in experiment_refs(project) and result["ref"].endswith("/retrain-one")
+    # The workspace is untouched: the experiment ran in a temporary copy.
+    assert (project / "params.yaml").read_text() == params_before
+    assert run(["git", "status", "--porcelain", "--untracked-files=no"], project).stdout == ""
+    registration = result["registration"]
+    assert registration["version"] == "1" and registration["promoted"] is True
+    assert result["metrics"]["model"]["mean"]["mig"]["discrete_mig"] >= 0
+    client = client_for(project)
+    mlflow_run = client.get_run(registration["mlflow_run_id"])
+    assert mlflow_run.info.status == "FINISHED"
+    assert mlflow_run.data.tags["dvc_experiment"] == "retrain-one"
+    assert mlflow_run.data.params["train.seed"] == "1"
+    assert client.get_model_version_by_alias("bvae-dsprites", "champion").version in ("1", 1)
+    artifact = Artifact.get("bvae-retrain")
+    assert artifact is not None and "retrain-one" in artifact.data
+    assert f"/runs/{registration['mlflow_run_id']}" in artifact.data and "version 1" in artifact.data
+
+
+def test_a_bad_parameter_fails_at_once_and_is_never_retried(project):
+    from flows.retrain import retrain
+
+    refs_before = experiment_refs(project)
+    state = retrain(project=str(project), overrides={"objective.bta": 8}, return_state=True)
+    assert state.is_failed()
+    assert "objective.bta" in state.message and "did you mean 'beta'" in state.message
+    assert task_runs_of(state) == []  # it failed before any experiment was started
+    assert experiment_refs(project) == refs_before
+
+
+def test_a_failing_stage_fails_the_flow_with_its_error_and_no_retry(project):
+    from flows.retrain import retrain
+
+    # Same seed as the first test: DVC's run-cache restores train/evaluate/traverse, so only
+    # register runs, and it rejects the metric name (exit 2: bad input, not transient).
+    state = retrain(
+        project=str(project),
+        overrides={"train.seed": 1, "registry.selection_metric": "model.mean.nope"},
+        name="retrain-bad-metric",
+        return_state=True,
+    )
+    assert state.is_failed()
+    assert "stage 'register' exited with 2" in state.message
+    assert "registry.selection_metric 'model.mean.nope' is not in reports/metrics.json" in state.message
+    (task_run,) = task_runs_of(state)
+    assert task_run.state.is_failed() and task_run.run_count == 1  # a bad input is not retried
+    with pytest.raises(ExperimentFailed):
+        state.result()
+
+
+def test_sweep_runs_points_in_parallel_nests_runs_and_promotes_the_best(project):
+    from flows.sweep import sweep
+
+    result = sweep(
+        project=str(project),
+        grid={"train.seed": [11, 12, 13]},
+        max_parallel=3,
+        name="sweep-three",
+    )
+    refs = experiment_refs(project)
+    for index in range(3):
+        assert any(ref.endswith(f"/sweep-three-{index}") for ref in refs)
+    rows = result["rows"]
+    assert [row["train.seed"] for row in rows] == [11, 12, 13]
+    assert all(row["status"] == "completed" for row in rows)
+    client = client_for(project)
+    parent = client.get_run(result["parent_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["bvae.sweep"] == "sweep-three"
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert sorted(run_.info.run_id for run_ in children) == sorted(row["mlflow_run_id"] for row in rows)
+    # Parallel: every point's training overlaps another's.
+    spans = sorted((run_.info.start_time, run_.info.end_time) for run_ in children)
+    assert all(spans[i + 1][0] < spans[i][1] for i in range(len(spans) - 1))
+    artifacts = [item.path for item in client.list_artifacts(parent.info.run_id, "sweep")]
+    assert "sweep/comparison.json" in artifacts and "sweep/comparison.md" in artifacts
+    # The best point went through the gate: it is the candidate, and the champion is the best
+    # model ever registered (the first test's model, or this sweep's best).
+    metric = "model.mean.mig.discrete_mig"
+    best = max(rows, key=lambda row: row[metric])
+    assert result["best"] == best["experiment"]
+    assert str(client.get_model_version_by_alias("bvae-dsprites", "candidate").version) == best["version"]
+    versions = client.search_model_versions("name = 'bvae-dsprites'")
+    values = {str(v.version): float(v.tags["selection_value"]) for v in versions}
+    champion = str(client.get_model_version_by_alias("bvae-dsprites", "champion").version)
+    assert values[champion] == max(values.values())
+    # Points registered as candidates only: the gate ran once, for the best.
+    sweep_versions = {row["version"] for row in rows}
+    eligible = {str(v.version) for v in versions if v.tags.get("champion_eligible") == "true"}
+    assert eligible & sweep_versions <= {best["version"]}
+    artifact = Artifact.get("bvae-sweep")
+    assert artifact is not None and artifact.data.count("`sweep-three-") == 3 + 1  # rows + best line
+    assert json.loads(parent.data.params["grid"]) == {"train.seed": [11, 12, 13]}

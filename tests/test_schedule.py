@@ -1,0 +1,61 @@
+"""A real schedule: a Prefect server on 127.0.0.1, `python -m flows.serve`, a retrain by itself."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.request
+
+import mlflow
+import pytest
+
+from tests.helpers import prepared_project, run
+from tests.servers import background, prefect_env, prefect_server
+
+FINAL = ["COMPLETED", "FAILED", "CRASHED", "CANCELLED"]
+
+
+def finished_flow_runs(api: str) -> list[dict]:
+    body = json.dumps({"flow_runs": {"state": {"type": {"any_": FINAL}}}}).encode()
+    request = urllib.request.Request(
+        f"{api}/flow_runs/filter", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def deployment_names(api: str) -> list[str]:
+    request = urllib.request.Request(
+        f"{api}/deployments/filter", data=b"{}", headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return sorted(item["name"] for item in json.loads(response.read()))
+
+
+@pytest.mark.slow
+def test_served_retrain_runs_on_its_schedule_and_lands_a_model(tmp_path):
+    repo = prepared_project(tmp_path / "repo")
+    with prefect_server(tmp_path) as api:
+        env = prefect_env(tmp_path / "serve-home", api)
+        serve = [sys.executable, "-m", "flows.serve", "--interval", "900", "--project", str(repo)]
+        with background(serve, tmp_path, "serve", env, None, cwd=repo) as process:
+            deadline = time.monotonic() + 360
+            finished: list[dict] = []
+            while not finished and time.monotonic() < deadline:
+                assert process.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+                time.sleep(5)
+                finished = finished_flow_runs(api)
+            assert deployment_names(api) == ["on-demand", "scheduled"]
+        log = (tmp_path / "serve.log").read_text()
+    assert finished, f"no scheduled run finished in time; serve log:\n{log[-3000:]}"
+    (flow_run,) = finished
+    assert flow_run["state"]["type"] == "COMPLETED", log[-3000:]
+    assert flow_run["auto_scheduled"] is True  # the schedule started it, not the test
+    refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps/"], repo).stdout.split()
+    assert len(refs) == 1 and refs[0].rsplit("/", 1)[-1].startswith("retrain-")
+    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    (version,) = client.search_model_versions("name = 'bvae-dsprites'")
+    mlflow_run = client.get_run(version.run_id)
+    assert mlflow_run.info.status == "FINISHED"
+    assert mlflow_run.data.tags["dvc_experiment"] == refs[0].rsplit("/", 1)[-1]
