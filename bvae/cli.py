@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -51,10 +52,18 @@ def _cmd_shard(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from bvae.stages.train import TrainPaths, remove_checkpoint, run_train
 
+    params = _params(args)
+    nproc = params.train.nproc
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        # Data-parallel: the same command on nproc processes, launched by torchrun (DDP).
+        launcher = [sys.executable, "-m", "torch.distributed.run"]  # torchrun, from this env
+        command = [*launcher, "--standalone", f"--nproc_per_node={nproc}", "-m", "bvae", *sys.argv[1:]]
+        logging.getLogger(__name__).info("train.nproc=%d: %s", nproc, " ".join(command))
+        return subprocess.run(command, check=False).returncode
     paths = TrainPaths()
-    if args.fresh:
+    if args.fresh and os.environ.get("RANK", "0") == "0":
         remove_checkpoint(paths)
-    run_train(_params(args), paths, show_progress=not args.quiet)
+    run_train(params, paths, show_progress=not args.quiet)
     return 0
 
 

@@ -139,10 +139,15 @@ class BetaVAE(nn.Module):
         noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         return mean + torch.exp(0.5 * logvar) * noise
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Deterministic pass: (posterior mean, log-variance, logits of the decoded mean)."""
+    def forward(
+        self, images: torch.Tensor, noise: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(posterior mean, log-variance, logits). Without ``noise``, the decoded mean (what the
+        exported model does); with it, the decoded sample z = μ + σ·noise (training: one call
+        through ``forward`` is what DistributedDataParallel synchronises)."""
         mean, logvar = self.encode(images)
-        return mean, logvar, self.decode(mean)
+        latents = mean if noise is None else mean + torch.exp(0.5 * logvar) * noise
+        return mean, logvar, self.decode(latents)
 
 
 def images_to_input(images: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from bvae import distributed
+from bvae.distributed import World
 from bvae.fileio import atomic_path
 from bvae.models import BetaVAE, ModelConfig, images_to_input, select_device
 from bvae.objectives import ObjectiveConfig, capacity_at, compute_loss
@@ -45,6 +47,7 @@ class TrainConfig:
     # NHWC tensors for the conv model: +34 % steps/s on a 2-core CPU (BENCHMARKS.md).
     channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on for conv
     threads: int = 0  # CPU threads for torch; 0: all cores
+    nproc: int = 1  # data-parallel processes (DDP); `bvae train` relaunches itself under torchrun
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "checkpoint_every", "log_every")
@@ -53,6 +56,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.learning_rate < 1:
             raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
+        if self.nproc < 1:
+            raise ValueError(f"nproc must be >= 1, got {self.nproc}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
         if self.device.split(":")[0] not in ("auto", "cpu", "cuda", "mps"):
@@ -63,8 +68,18 @@ def _switch(setting: str, default: bool) -> bool:
     return default if setting == "auto" else setting == "on"
 
 
+def stream_seed(seed: int, rank: int) -> int:
+    """The seed of rank ``rank``'s batch and noise stream (rank 0: the single-process one)."""
+    return seed + 1 + 1_000_003 * rank
+
+
 class Trainer:
-    """Owns the model, the optimizer, the data tensor and the RNG; steps and checkpoints."""
+    """Owns the model, the optimizer, the data tensor and the RNG; steps and checkpoints.
+
+    Under DDP (``world.size`` > 1) each rank draws ``batch_size / world.size`` images from its
+    own seeded stream and DDP averages the gradients: one step on the global batch.
+    ``state_dict`` is then a collective (it gathers every rank's RNG state).
+    """
 
     def __init__(
         self,
@@ -72,9 +87,18 @@ class Trainer:
         objective: ObjectiveConfig,
         train: TrainConfig,
         images: np.ndarray | torch.Tensor,
+        world: World | None = None,
     ):
         self.model_config, self.objective, self.train_config = model_config, objective, train
-        self.device = select_device(train.device)
+        self.world = world = world or World()
+        if train.batch_size % world.size:
+            raise ValueError(
+                f"train.batch_size {train.batch_size} must be divisible by the {world.size} DDP "
+                "processes: change train.batch_size or the number of processes"
+            )
+        self.local_batch = train.batch_size // world.size
+        self.device = distributed.device_for(world, select_device(train.device))
+        distributed.init(world, self.device)
         if self.device.type == "cpu" and train.threads:
             torch.set_num_threads(train.threads)
         torch.manual_seed(train.seed)  # the initial weights
@@ -86,7 +110,13 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train.learning_rate)
         data = torch.from_numpy(images) if isinstance(images, np.ndarray) else images
         self.data = data.to(self.device)
-        self.generator = torch.Generator(device=self.device).manual_seed(train.seed + 1)
+        self.generator = torch.Generator(device=self.device).manual_seed(stream_seed(train.seed, world.rank))
+        self.network = self.model  # what a step calls: DDP synchronises gradients in backward
+        if world.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.network = DistributedDataParallel(self.model, device_ids=ids)
         self.step = 0
         self.history: list[dict[str, float]] = []
         cuda = self.device.type == "cuda"
@@ -103,9 +133,7 @@ class Trainer:
             else contextlib.nullcontext()
         )
         with autocast:
-            mean, logvar = self.model.encode(batch)
-            latents = mean + torch.exp(0.5 * logvar) * noise
-            logits = self.model.decode(latents)
+            mean, logvar, logits = self.network(batch, noise)
         return compute_loss(
             self.objective,
             self.model_config.likelihood,
@@ -123,14 +151,19 @@ class Trainer:
             return 0.0
         return capacity_at(self.step, objective.capacity_max_nats, objective.capacity_steps)
 
-    def _run_batch(self):
-        size = self.train_config.batch_size
+    def draw(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's next image indices and reparameterisation noise, from its own stream."""
+        size = self.local_batch
         index = torch.randint(0, len(self.data), (size,), device=self.device, generator=self.generator)
-        batch = images_to_input(self.data.index_select(0, index))
-        batch = batch.contiguous(memory_format=self.memory_format)
         noise = torch.randn(
             (size, self.model_config.latent_dim), device=self.device, generator=self.generator
         )
+        return index, noise
+
+    def _run_batch(self):
+        index, noise = self.draw()
+        batch = images_to_input(self.data.index_select(0, index))
+        batch = batch.contiguous(memory_format=self.memory_format)
         # A tensor, not a float: a compiled step must not recompile as C grows.
         capacity = torch.tensor(self.capacity_nats(), device=self.device)
         terms = self.forward_loss(batch, noise, capacity)
@@ -173,7 +206,7 @@ class Trainer:
                 window_steps += 1
                 bar.update(1)
                 if self.step % config.log_every == 0 or self.step == config.steps:
-                    means = (window / window_steps).tolist()
+                    means = distributed.mean_(window / window_steps, self.world).tolist()
                     elapsed = time.perf_counter() - window_start
                     row = {
                         "step": self.step,
@@ -207,15 +240,19 @@ class Trainer:
             "model": self.model_config.to_dict(),
             "objective": asdict(self.objective),
             "train": asdict(self.train_config),
+            "world_size": self.world.size,  # a resume must split batches the same way
         }
 
     def state_dict(self) -> dict:
+        """The resumable state; under DDP a collective that gathers every rank's RNG."""
+        rng = self.generator.get_state()
         return {
             "format": CHECKPOINT_FORMAT,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
-            "rng": self.generator.get_state(),
+            "rng": rng,
+            "rng_per_rank": distributed.gather(rng.cpu(), self.world),
             "history": self.history,
             "config": self.config_dict(),
         }
@@ -224,7 +261,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
-        self.generator.set_state(state["rng"].cpu())  # generator states are CPU byte tensors
+        per_rank = state.get("rng_per_rank") or [state["rng"]]
+        self.generator.set_state(per_rank[self.world.rank].cpu())  # CPU byte tensors
         self.history = list(state["history"])
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bvae import tracking
+from bvae import distributed, tracking
 from bvae.config import Params
 from bvae.data.shards import load_dataset
 from bvae.fileio import atomic_path, write_json
@@ -70,63 +70,86 @@ def _resumable(checkpoint: Path, config: dict, data_digest: str) -> dict | None:
 
 
 def run_train(params: Params, paths: TrainPaths = TrainPaths(), *, show_progress: bool = True) -> dict:
-    """Train (or resume), write the model, curves and summary, and track it all in MLflow."""
-    dataset = load_dataset(paths.shards, show_progress=show_progress)
-    digest = dataset.manifest.digest
-    trainer = Trainer(params.model, params.objective, params.train, dataset.images)
+    """Train (or resume), write the model, curves and summary, and track it all in MLflow.
+
+    Under ``torchrun`` every rank trains; rank 0 alone decides the resume, logs to MLflow and
+    writes the checkpoint and the outputs. Other ranks return an empty summary.
+    """
+    world = distributed.world_from_env()
+    dataset = load_dataset(paths.shards, show_progress=show_progress and world.is_main)
+    trainer = Trainer(params.model, params.objective, params.train, dataset.images, world)
+    try:
+        return _train_ranks(params, paths, trainer, dataset, show_progress and world.is_main)
+    finally:
+        distributed.shutdown()
+
+
+def _train_ranks(params: Params, paths: TrainPaths, trainer: Trainer, dataset, show_progress: bool) -> dict:
+    world, digest = trainer.world, dataset.manifest.digest
     log.info(
-        "training %s β-VAE (%s objective) on %s for %d steps",
+        "training %s β-VAE (%s objective) on %s for %d steps%s",
         params.model.architecture,
         params.objective.kind,
         trainer.device,
         params.train.steps,
+        f" (rank {world.rank} of {world.size})" if world.distributed else "",
     )
-    state = _resumable(paths.checkpoint, trainer.config_dict(), digest)
+    state = _resumable(paths.checkpoint, trainer.config_dict(), digest) if world.is_main else None
+    state = distributed.broadcast(state, world)
     if state is not None:
         trainer.load_state_dict(state)
         log.info("resuming from %s at step %d", paths.checkpoint, trainer.step)
-    run = tracking.start_run(
-        params.tracking.experiment,
-        params.model_dump(mode="json"),
-        tags={
-            "objective": params.objective.kind,
-            "architecture": params.model.architecture,
-            "data_source": dataset.manifest.source,
-            "data_digest": digest,
-        },
-        resume_run_id=state.get("mlflow_run_id") if state else None,
-    )
-    if state is None:
-        tracking.log_dataset(
-            run,
-            paths.shards / "manifest.json",
-            digest,
-            dataset.manifest.source,
-            dataset.manifest.num_images,
+    run = None
+    if world.is_main:
+        run = tracking.start_run(
+            params.tracking.experiment,
+            params.model_dump(mode="json"),
+            tags={
+                "objective": params.objective.kind,
+                "architecture": params.model.architecture,
+                "data_source": dataset.manifest.source,
+                "data_digest": digest,
+                "world_size": str(world.size),
+            },
+            resume_run_id=state.get("mlflow_run_id") if state else None,
         )
-    tracking.write_run_file(run, paths.run_file)
+        if state is None:
+            tracking.log_dataset(
+                run,
+                paths.shards / "manifest.json",
+                digest,
+                dataset.manifest.source,
+                dataset.manifest.num_images,
+            )
+        tracking.write_run_file(run, paths.run_file)
 
     def on_log(row: dict[str, float]) -> None:
-        tracking.log_metrics(run, {k: v for k, v in row.items() if k != "step"}, step=int(row["step"]))
+        if run is not None:
+            tracking.log_metrics(run, {k: v for k, v in row.items() if k != "step"}, step=int(row["step"]))
 
     def on_checkpoint(current: Trainer) -> None:
-        save_atomic(
-            {**current.state_dict(), "data_digest": digest, "mlflow_run_id": run.run_id},
-            paths.checkpoint,
-        )
-        write_curves(current.history, paths.curves)
+        payload = current.state_dict()  # a collective under DDP: every rank takes part
+        if run is not None:
+            save_atomic({**payload, "data_digest": digest, "mlflow_run_id": run.run_id}, paths.checkpoint)
+            write_curves(current.history, paths.curves)
 
     started = time.perf_counter()
     try:
         trainer.train(on_log=on_log, on_checkpoint=on_checkpoint, show_progress=show_progress)
     except Exception:
-        tracking.end_run(run, "FAILED")
+        if run is not None:
+            tracking.end_run(run, "FAILED")
         raise
     except BaseException:  # Ctrl-C or a termination signal turned into SystemExit
-        tracking.end_run(run, "KILLED")
+        if run is not None:
+            tracking.end_run(run, "KILLED")
         raise
     seconds = time.perf_counter() - started
+    if run is None:
+        distributed.barrier(world)
+        return {}
     summary = finish(trainer, run, dataset.images, paths, digest, seconds)
+    distributed.barrier(world)
     return summary
 
 
