@@ -81,7 +81,7 @@ def comparison_rows(points: Sequence[Mapping[str, Any]], selection_metric: str) 
         rows.append(
             {
                 "experiment": point["name"],
-                **{key: value for key, value in point["grid_values"].items()},
+                **point["grid_values"],
                 selection_metric: flat.get(selection_metric),
                 "mig": flat.get(HEADLINE["mig"]),
                 "version": registration.get("version"),

@@ -29,7 +29,7 @@ from bvae.tracking import registry
 from flows.experiments import validate_overrides
 from flows.report import comparison_rows, mlflow_ui_base, sweep_markdown
 from flows.retrain import experiment_name
-from flows.tasks import EXPERIMENT_LIMIT, ensure_limit, run_pipeline
+from flows.tasks import EXPERIMENT_LIMIT, ensure_limit, gpu_count, run_pipeline
 
 DEFAULT_GRID: dict[str, list[Any]] = {"objective.beta": [1, 2, 4, 6, 8, 16], "train.seed": [0]}
 
@@ -51,12 +51,7 @@ def expand_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
 
 def _gpu_env(index: int) -> dict[str, str]:
     """Round-robin points over the GPUs when there are several (one slot per GPU)."""
-    try:
-        import torch
-
-        gpus = torch.cuda.device_count()
-    except Exception:  # noqa: BLE001
-        gpus = 0
+    gpus = gpu_count()
     if gpus > 1 and "CUDA_VISIBLE_DEVICES" not in os.environ:
         return {"CUDA_VISIBLE_DEVICES": str(index % gpus)}
     return {}

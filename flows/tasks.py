@@ -26,15 +26,18 @@ RETRIES = 2
 RETRY_BACKOFF_S = 30.0
 
 
-def default_slots() -> int:
-    """One experiment per GPU, else one per CPU core."""
+def gpu_count() -> int:
     try:
         import torch
 
-        gpus = torch.cuda.device_count()
-    except Exception:  # noqa: BLE001 - no usable torch/CUDA: count cores
-        gpus = 0
-    return gpus or (os.cpu_count() or 1)
+        return torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 - no usable torch/CUDA
+        return 0
+
+
+def default_slots() -> int:
+    """One experiment per GPU, else one per CPU core."""
+    return gpu_count() or (os.cpu_count() or 1)
 
 
 def ensure_limit(name: str, slots: int | None) -> int:

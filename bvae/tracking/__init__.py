@@ -277,11 +277,6 @@ def log_text(run: RunHandle, text: str, artifact_file: str) -> None:
     _client(run.tracking_uri).log_text(run.run_id, text, artifact_file)
 
 
-def get_run(run_id: str, uri: str | None = None):
-    """The MLflow ``Run`` (params, metrics, tags) of ``run_id``."""
-    return _client(uri or tracking_uri()).get_run(run_id)
-
-
 def log_torch_model(
     run: RunHandle,
     model,
