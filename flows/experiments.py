@@ -3,8 +3,8 @@
 Every run is ``dvc exp run --temp``: DVC copies the project into ``.dvc/tmp/exps/`` and runs
 ``dvc.yaml`` there, so several experiments (a sweep, a retrain beside it) never hold the
 workspace's lock at once and the user's workspace is left alone. The result is a git ref
-(``refs/exps/…/NAME``) whose commit holds ``reports/metrics.json`` and
-``models/registered.json``; outputs land in the shared DVC cache.
+(``refs/exps/…/NAME``) whose commit holds ``dvc.lock`` and ``models/registered.json``;
+outputs (``reports/metrics.json`` among them) land in the shared DVC cache.
 
 Overrides are validated against ``params.yaml`` here, before DVC runs, so a bad value fails
 at once with the config's message instead of deep inside a stage.
@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import socket
 import subprocess
 import sys
 from collections import deque
@@ -55,6 +56,7 @@ class Experiment:
     metrics: dict[str, Any]
     registration: dict[str, Any] | None = None
     output_tail: list[str] = field(default_factory=list)
+    worker: str = ""  # host:pid of the process that ran it (a sweep on a cluster shows where)
 
     @property
     def run_id(self) -> str | None:
@@ -136,10 +138,17 @@ def find_ref(project: Path, name: str) -> str | None:
     return matches[-1] if matches else None
 
 
-def read_committed(project: Path, ref: str, path: str) -> Any | None:
-    """A JSON file from the experiment's commit (``None`` when the experiment has none)."""
-    shown = _git(project, "show", f"{ref}:{path}")
-    return json.loads(shown.stdout) if shown.returncode == 0 else None
+def read_output(project: Path, ref: str, path: str) -> Any | None:
+    """A JSON output of the experiment at ``ref``, committed to git or kept in the DVC cache
+    (``dvc.api.read`` reads both); ``None`` when the experiment has none."""
+    import dvc.api
+    from dvc.exceptions import DvcException
+
+    commit = _git(project, "rev-parse", ref).stdout.strip()
+    try:
+        return json.loads(dvc.api.read(path, repo=str(project), rev=commit))
+    except (FileNotFoundError, DvcException):
+        return None
 
 
 def _failure(name: str, code: int, tail: list[str]) -> ExperimentFailed:
@@ -208,7 +217,8 @@ def run_experiment(
         name=name,
         ref=ref,
         overrides=overrides,
-        metrics=read_committed(project, ref, "reports/metrics.json") or {},
-        registration=read_committed(project, ref, "models/registered.json"),
+        metrics=read_output(project, ref, "reports/metrics.json") or {},
+        registration=read_output(project, ref, "models/registered.json"),
         output_tail=list(tail)[-10:],
+        worker=f"{socket.gethostname()}:{os.getpid()}",
     )

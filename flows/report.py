@@ -88,6 +88,7 @@ def comparison_rows(points: Sequence[Mapping[str, Any]], selection_metric: str) 
                 "mlflow_run_id": registration.get("mlflow_run_id"),
                 "mlflow_experiment_id": registration.get("mlflow_experiment_id"),
                 "status": point.get("status", "completed"),
+                "worker": point.get("worker"),
             }
         )
     return rows

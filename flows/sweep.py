@@ -4,6 +4,9 @@
 - Points run as ``dvc exp run --temp`` (own temporary workspace: no DVC lock is shared) at
   most as many at once as the ``bvae-experiments`` concurrency limit allows (its size: the
   GPUs, else the CPU cores; ``max_parallel`` resizes it).
+- ``runner`` picks where: Prefect's threads here, or a Dask / Ray cluster (``cluster``: its
+  address; none: a temporary local one). The points run in a sub-flow ``bvae-sweep-points``
+  whose task runner is that choice (``flows/runners.py``).
 - One parent MLflow run; each point's run names it as ``mlflow.parentRunId``. The id reaches
   the train stage explicitly, through ``BVAE_MLFLOW_PARENT_RUN_ID``.
 - Points register with ``registry.promote=false`` (``candidate`` only); at the end the best
@@ -26,10 +29,11 @@ from prefect.futures import wait
 from bvae import tracking
 from bvae.config import ParamsError
 from bvae.tracking import registry
-from flows.experiments import validate_overrides
+from flows.experiments import Experiment, validate_overrides
 from flows.report import comparison_rows, mlflow_ui_base, sweep_markdown
 from flows.retrain import experiment_name
-from flows.tasks import EXPERIMENT_LIMIT, ensure_limit, gpu_count, run_pipeline
+from flows.runners import RunnerChoice, choose_runner, task_runner
+from flows.tasks import EXPERIMENT_LIMIT, default_slots, ensure_limit, gpu_count, run_pipeline
 
 DEFAULT_GRID: dict[str, list[Any]] = {"objective.beta": [1, 2, 4, 6, 8, 16], "train.seed": [0]}
 
@@ -66,10 +70,17 @@ def sweep(
     name: str | None = None,
     mlflow_ui: str | None = None,
     concurrency_limit: str = EXPERIMENT_LIMIT,
+    runner: str = "threads",
+    cluster: str | None = None,
 ) -> dict[str, Any]:
-    """Run every grid point (on top of ``overrides``) and promote the best one."""
+    """Run every grid point (on top of ``overrides``) and promote the best one.
+
+    ``runner``: ``threads`` | ``dask`` | ``ray``; ``cluster``: that engine's address, or none
+    for a temporary local cluster of ``max_parallel`` workers.
+    """
     logger = get_run_logger()
     project_dir = Path(project).resolve()
+    choice = choose_runner(runner, cluster)
     grid = dict(grid or DEFAULT_GRID)
     base = {**(overrides or {}), "registry.promote": False}
     points = expand_grid(grid)
@@ -87,15 +98,19 @@ def sweep(
         uri=uri,
     )
     try:
-        slots = ensure_limit(concurrency_limit, max_parallel)
+        # On this machine the shared limit bounds the points; on a cluster its workers do,
+        # unless max_parallel asks for a bound there too.
+        limit = concurrency_limit if choice.local or max_parallel is not None else None
+        slots = ensure_limit(limit, max_parallel) if limit else None
         logger.info(
-            "sweep %s: %d points, at most %d at once; MLflow parent run %s",
+            "sweep %s: %d points on %s, at most %s at once; MLflow parent run %s",
             name,
             len(points),
-            slots,
+            choice.cluster or f"{choice.kind} (local)",
+            slots or "the cluster's workers",
             parent.run_id,
         )
-        outcomes, failed = _run_points(project_dir, name, points, base, parent, concurrency_limit)
+        outcomes, failed = _run_points(project_dir, name, points, base, parent, limit, choice, slots)
         rows, best, promotion = _compare_and_promote(name, grid, outcomes, params, parent, mlflow_ui)
     except BaseException:
         tracking.end_run(parent, "FAILED")
@@ -106,30 +121,45 @@ def sweep(
     return {"sweep": name, "parent_run_id": parent.run_id, "rows": rows, "best": best, "promotion": promotion}
 
 
-if __name__ == "__main__":
-    sweep()
-
-
-def _run_points(project_dir: Path, name: str, points, base, parent, concurrency_limit: str):
-    """Submit every point (the limit bounds how many run at once); collect what each gave."""
+@flow(name="bvae-sweep-points", flow_run_name="{name}-points")
+def sweep_points(
+    project: str,
+    name: str,
+    points: list[dict[str, Any]],
+    env: dict[str, str],
+    limit: str | None,
+    round_robin_gpus: bool,
+) -> list[Experiment | None]:
+    """Every point as a task on this flow's task runner; ``None`` for a point that failed."""
     futures = [
         run_pipeline.submit(
-            str(project_dir),
-            f"{name}-{index}",
-            {**base, **point},
-            {tracking.PARENT_RUN_ENV: parent.run_id, **_gpu_env(index)},
-            concurrency_limit,
+            project, f"{name}-{index}", point, {**env, **(_gpu_env(index) if round_robin_gpus else {})}, limit
         )
         for index, point in enumerate(points)
     ]
     wait(futures)
+    return [future.result() if future.state.is_completed() else None for future in futures]
+
+
+def _run_points(
+    project_dir: Path, name: str, points, base, parent, limit: str | None, choice: RunnerChoice, slots
+):
+    """Run the points on the chosen task runner; collect what each gave."""
+    runner = task_runner(choice, slots or default_slots())
+    experiments = sweep_points.with_options(task_runner=runner)(
+        str(project_dir),
+        name,
+        [{**base, **point} for point in points],
+        {tracking.PARENT_RUN_ENV: parent.run_id},
+        limit,
+        choice.local,
+    )
     outcomes, failed = [], []
-    for index, (point, future) in enumerate(zip(points, futures, strict=True)):
-        if not future.state.is_completed():
+    for index, (point, experiment) in enumerate(zip(points, experiments, strict=True)):
+        if experiment is None:
             failed.append(f"{name}-{index}")
             outcomes.append({"name": f"{name}-{index}", "grid_values": point, "status": "failed"})
             continue
-        experiment = future.result()
         if experiment.run_id:  # DVC's run-cache may have restored an earlier run: adopt it
             tracking.adopt_child(parent, experiment.run_id)
         outcomes.append(
@@ -138,6 +168,7 @@ def _run_points(project_dir: Path, name: str, points, base, parent, concurrency_
                 "grid_values": point,
                 "metrics": experiment.metrics,
                 "registration": experiment.registration,
+                "worker": experiment.worker,
             }
         )
     return outcomes, failed
@@ -173,3 +204,7 @@ def _compare_and_promote(name: str, grid, outcomes, params, parent, mlflow_ui: s
             parent, {"bvae.best_experiment": best, "bvae.best_version": str(best_row["version"])}
         )
     return rows, best, promotion
+
+
+if __name__ == "__main__":
+    sweep()

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import shutil
+import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -27,6 +31,7 @@ def background(
     ready_url: str | None,
     timeout_s: float = 90,
     cwd: Path | None = None,
+    stop_signal: int = signal.SIGTERM,
 ) -> Iterator[subprocess.Popen]:
     """Run ``command`` (in ``cwd``, default ``folder``) in its own process group, logging to
     ``folder/name.log``; wait for ``ready_url`` to answer; on exit stop the whole group."""
@@ -48,7 +53,7 @@ def background(
         yield process
     finally:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, 15)
+            os.killpg(process.pid, stop_signal)
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
@@ -58,22 +63,29 @@ def background(
 
 
 @contextlib.contextmanager
-def mlflow_server(folder: Path, timeout_s: float = 90) -> Iterator[str]:
-    """``mlflow server`` on 127.0.0.1 with a SQLite backend and a temporary artifact root."""
+def mlflow_server(
+    folder: Path,
+    timeout_s: float = 90,
+    backend_store_uri: str | None = None,
+    artifacts_destination: str | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """``mlflow server`` on 127.0.0.1; by default a SQLite backend and a local artifact root."""
     port = free_port()
     env = {
         **os.environ,
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         "MLFLOW_DISABLE_TELEMETRY": "true",
+        **(extra_env or {}),
     }
     env.pop("MLFLOW_TRACKING_URI", None)
     command = [
         "mlflow",
         "server",
         "--backend-store-uri",
-        f"sqlite:///{folder / 'mlflow.db'}",
+        backend_store_uri or f"sqlite:///{folder / 'mlflow.db'}",
         "--artifacts-destination",
-        str(folder / "artifacts"),
+        artifacts_destination or str(folder / "artifacts"),
         "--host",
         "127.0.0.1",
         "--port",
@@ -102,11 +114,128 @@ def prefect_env(home: Path, api_url: str | None = None) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def prefect_server(folder: Path, timeout_s: float = 120) -> Iterator[str]:
+def prefect_server(
+    folder: Path, timeout_s: float = 120, extra_env: dict[str, str] | None = None
+) -> Iterator[str]:
     """``prefect server start`` on 127.0.0.1 with its own home; yields the API URL."""
     port = free_port()
-    env = {**prefect_env(folder / "prefect-home"), "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5"}
+    env = {
+        **prefect_env(folder / "prefect-home"),
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
+        **(extra_env or {}),
+    }
     command = ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     api = f"http://127.0.0.1:{port}/api"
     with background(command, folder, "prefect-server", env, f"{api}/health", timeout_s):
         yield api
+
+
+# Dummy credentials for the S3-compatible test server; no instance-metadata lookups (which
+# would go to 169.254.169.254), a fixed region.
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "bvae-test",
+    "AWS_SECRET_ACCESS_KEY": "bvae-test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+@contextlib.contextmanager
+def s3_server(folder: Path, buckets: tuple[str, ...] = (), timeout_s: float = 60) -> Iterator[str]:
+    """moto's S3-compatible server on 127.0.0.1 with ``buckets`` created; yields its endpoint URL."""
+    port = free_port()
+    command = ["moto_server", "-H", "127.0.0.1", "-p", str(port)]
+    endpoint = f"http://127.0.0.1:{port}"
+    with background(command, folder, "s3-server", {**os.environ, **S3_ENV}, endpoint, timeout_s):
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=endpoint, **_boto_credentials())
+        for bucket in buckets:
+            client.create_bucket(Bucket=bucket)
+        yield endpoint
+
+
+def _boto_credentials() -> dict[str, str]:
+    return {
+        "aws_access_key_id": S3_ENV["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": S3_ENV["AWS_SECRET_ACCESS_KEY"],
+        "region_name": S3_ENV["AWS_DEFAULT_REGION"],
+    }
+
+
+def s3_keys(endpoint: str, bucket: str, prefix: str = "") -> list[str]:
+    """Every key under ``prefix`` in ``bucket`` on the test server."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint, **_boto_credentials())
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
+def postgres_bin() -> Path | None:
+    """The folder holding Debian's PostgreSQL server programs, if the package is installed."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).resolve().parent if initdb else None
+
+
+@contextlib.contextmanager
+def postgres_server(databases: tuple[str, ...], timeout_s: float = 60) -> Iterator[str]:
+    """A throw-away PostgreSQL cluster on 127.0.0.1 (trust auth, its own socket folder) with
+    ``databases`` created; yields ``postgresql://bvae@127.0.0.1:PORT`` (append ``/NAME``). As
+    root, the server runs as ``postgres`` (PostgreSQL refuses root), so its folder lives outside
+    pytest's private temp tree."""
+    binaries = postgres_bin()
+    if binaries is None:
+        raise FileNotFoundError("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    folder = Path(tempfile.mkdtemp(prefix="bvae-postgres-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        import pwd
+
+        account = pwd.getpwnam("postgres")
+        os.chown(folder, account.pw_uid, account.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data, port = folder / "data", free_port()
+    try:
+        subprocess.run(
+            [*as_user, str(binaries / "initdb"), "-D", str(data), "-U", "bvae", "--auth=trust", "-E", "UTF8"],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        command = [
+            *as_user,
+            str(binaries / "postgres"),
+            "-D",
+            str(data),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-k",
+            str(folder),
+        ]
+        with background(command, folder, "postgres", dict(os.environ), None, stop_signal=signal.SIGINT):
+            _wait_for_postgres(binaries, port, timeout_s, folder / "postgres.log")
+            for database in databases:
+                subprocess.run(
+                    [str(binaries / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "bvae", database],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+            yield f"postgresql://bvae@127.0.0.1:{port}"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _wait_for_postgres(binaries: Path, port: int, timeout_s: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    ready = [str(binaries / "pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-U", "bvae", "-q"]
+    while subprocess.run(ready).returncode != 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"PostgreSQL did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.3)

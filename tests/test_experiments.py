@@ -66,3 +66,45 @@ def test_a_stage_that_rejects_its_input_is_permanent_others_are_retried():
     assert not transient.permanent and transient.stage == "train"
     crashed = _failure("e", 1, ["Traceback ...", "RuntimeError: boom"])
     assert not crashed.permanent and crashed.stage is None
+
+
+def test_the_sweeps_runner_is_checked_before_anything_runs():
+    import importlib.util
+
+    from flows.runners import RunnerChoice, choose_runner
+
+    assert choose_runner("threads") == RunnerChoice("threads", None)
+    assert choose_runner("dask", "tcp://10.0.0.5:8786") == RunnerChoice("dask", "tcp://10.0.0.5:8786")
+    assert choose_runner("dask").local and not choose_runner("dask", "tcp://10.0.0.5:8786").local
+    with pytest.raises(ParamsError, match="task runner 'spark' is unknown: use one of threads, dask, ray"):
+        choose_runner("spark")
+    with pytest.raises(ParamsError, match="needs a cluster runner: pass runner='dask'"):
+        choose_runner("threads", "tcp://10.0.0.5:8786")
+    if importlib.util.find_spec("prefect_ray") is None:
+        with pytest.raises(ParamsError, match=r"needs the prefect-ray package: pip install .*\[ray\]"):
+            choose_runner("ray")
+
+
+def test_the_chosen_runner_is_prefects_own_task_runner():
+    from prefect.task_runners import ThreadPoolTaskRunner
+    from prefect_dask import DaskTaskRunner
+
+    from flows.runners import choose_runner, task_runner
+
+    threads = task_runner(choose_runner("threads"), 3)
+    assert isinstance(threads, ThreadPoolTaskRunner) and threads._max_workers == 3
+    local = task_runner(choose_runner("dask"), 2)
+    assert isinstance(local, DaskTaskRunner) and local.address is None
+    assert local.cluster_kwargs["n_workers"] == 2 and local.cluster_kwargs["threads_per_worker"] == 1
+    remote = task_runner(choose_runner("dask", "tcp://10.0.0.5:8786"), 2)
+    assert remote.address == "tcp://10.0.0.5:8786" and not remote.cluster_kwargs
+
+
+def test_served_sweeps_take_the_runner_flags():
+    from flows.serve import deployments
+
+    _, on_demand = deployments("/srv/bvae", sweep_runner="dask", sweep_cluster="tcp://10.0.0.5:8786")
+    assert on_demand.parameters["runner"] == "dask"
+    assert on_demand.parameters["cluster"] == "tcp://10.0.0.5:8786"
+    with pytest.raises(ParamsError, match="unknown"):
+        deployments("/srv/bvae", sweep_runner="spark")

@@ -134,3 +134,33 @@ def test_sweep_runs_points_in_parallel_nests_runs_and_promotes_the_best(project)
     artifact = Artifact.get("bvae-sweep")
     assert artifact is not None and artifact.data.count("`sweep-three-") == 3 + 1  # rows + best line
     assert json.loads(parent.data.params["grid"]) == {"train.seed": [11, 12, 13]}
+
+
+def test_sweep_runs_its_points_on_a_local_dask_cluster(project):
+    import os
+
+    from flows.sweep import sweep
+
+    result = sweep(
+        project=str(project),
+        grid={"train.seed": [21, 22]},
+        max_parallel=2,
+        name="sweep-dask",
+        runner="dask",
+    )
+    rows = result["rows"]
+    assert [row["status"] for row in rows] == ["completed", "completed"]
+    # Each point ran in its own Dask worker process, not in this (the flow's) process.
+    workers = {row["worker"] for row in rows}
+    assert len(workers) == 2 and not any(worker.endswith(f":{os.getpid()}") for worker in workers)
+    refs = experiment_refs(project)
+    assert all(any(ref.endswith(f"/sweep-dask-{index}") for ref in refs) for index in range(2))
+    client = client_for(project)
+    children = client.search_runs(
+        [client.get_run(result["parent_run_id"]).info.experiment_id],
+        f"tags.mlflow.parentRunId = '{result['parent_run_id']}'",
+    )
+    assert sorted(run_.info.run_id for run_ in children) == sorted(row["mlflow_run_id"] for row in rows)
+    with get_client(sync_client=True) as prefect_client:
+        names = [run_.name for run_ in prefect_client.read_flow_runs()]
+    assert "sweep-dask-points" in names
