@@ -76,7 +76,7 @@ def sweep(
     """Run every grid point (on top of ``overrides``) and promote the best one.
 
     ``runner``: ``threads`` | ``dask`` | ``ray``; ``cluster``: that engine's address, or none
-    for a temporary local cluster of ``max_parallel`` workers.
+    for a temporary local cluster with one worker per slot of the limit.
     """
     logger = get_run_logger()
     project_dir = Path(project).resolve()
