@@ -15,6 +15,7 @@ A point is a whole ``dvc exp run``, so one worker thread runs one point at a tim
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
@@ -77,5 +78,9 @@ def task_runner(choice: RunnerChoice, slots: int) -> TaskRunner:
 
         if choice.cluster:
             return RayTaskRunner(address=choice.cluster)
-        return RayTaskRunner(init_kwargs={"num_cpus": slots, "include_dashboard": False})
+        # A temporary local Ray: on loopback, no dashboard, no usage report.
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        return RayTaskRunner(
+            init_kwargs={"num_cpus": slots, "include_dashboard": False, "_node_ip_address": "127.0.0.1"}
+        )
     return ThreadPoolTaskRunner(max_workers=slots)

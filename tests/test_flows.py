@@ -164,3 +164,18 @@ def test_sweep_runs_its_points_on_a_local_dask_cluster(project):
     with get_client(sync_client=True) as prefect_client:
         names = [run_.name for run_ in prefect_client.read_flow_runs()]
     assert "sweep-dask-points" in names
+
+
+def test_sweep_runs_its_points_on_a_local_ray(project):
+    """Only where the ``ray`` extra is installed (it is large, so ``.[dev]`` leaves it out)."""
+    import os
+
+    pytest.importorskip("prefect_ray")
+    from flows.sweep import sweep
+
+    result = sweep(
+        project=str(project), grid={"train.seed": [31]}, max_parallel=1, name="sweep-ray", runner="ray"
+    )
+    (row,) = result["rows"]
+    assert row["status"] == "completed" and not row["worker"].endswith(f":{os.getpid()}")
+    assert any(ref.endswith("/sweep-ray-0") for ref in experiment_refs(project))
