@@ -40,8 +40,10 @@ def deployments(
     """The two deployments, declared in code (the same flows, run with ``project``'s pipeline).
     ``sweep_runner``/``sweep_cluster``: the sweep's default task runner (a run may override)."""
     choose_runner(sweep_runner, sweep_cluster)  # a bad choice fails here, not at the first sweep
-    if interval_s:  # the first run right away, then every interval_s
-        start = datetime.now(UTC) + timedelta(seconds=5)
+    if interval_s:  # the first run shortly after start, then every interval_s
+        # The server schedules only future runs: an anchor that passes before the deployment
+        # is registered (a busy machine) would skip the first run. 30 s leaves room.
+        start = datetime.now(UTC) + timedelta(seconds=30)
         schedule = Interval(interval_s, anchor_date=start, timezone=timezone)
     else:
         schedule = Cron(cron, timezone=timezone)

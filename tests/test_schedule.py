@@ -38,7 +38,8 @@ def test_served_retrain_runs_on_its_schedule_and_lands_a_model(tmp_path):
     repo = prepared_project(tmp_path / "repo")
     with prefect_server(tmp_path) as api:
         env = prefect_env(tmp_path / "serve-home", api)
-        serve = [sys.executable, "-m", "flows.serve", "--interval", "900", "--project", str(repo)]
+        # A run ~30 s after start; should a busy machine miss it, the next comes 150 s later.
+        serve = [sys.executable, "-m", "flows.serve", "--interval", "150", "--project", str(repo)]
         with background(serve, tmp_path, "serve", env, None, cwd=repo) as process:
             deadline = time.monotonic() + 360
             finished: list[dict] = []
