@@ -23,7 +23,6 @@ TELEMETRY_OFF = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
     "DVC_NO_ANALYTICS": "1",
-    "RAY_USAGE_STATS_ENABLED": "0",  # sweeps on Ray (flows/runners.py)
 }
 
 

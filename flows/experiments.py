@@ -138,17 +138,20 @@ def find_ref(project: Path, name: str) -> str | None:
     return matches[-1] if matches else None
 
 
-def read_output(project: Path, ref: str, path: str) -> Any | None:
-    """A JSON output of the experiment at ``ref``, committed to git or kept in the DVC cache
-    (``dvc.api.read`` reads both); ``None`` when the experiment has none."""
-    import dvc.api
-    from dvc.exceptions import DvcException
+def read_outputs(project: Path, ref: str, paths: list[str]) -> dict[str, Any | None]:
+    """JSON outputs of the experiment at ``ref``, committed to git or kept in the DVC cache
+    (one DVC view of that commit reads both); ``None`` for a path it does not have."""
+    from dvc.api import DVCFileSystem
 
     commit = _git(project, "rev-parse", ref).stdout.strip()
-    try:
-        return json.loads(dvc.api.read(path, repo=str(project), rev=commit))
-    except (FileNotFoundError, DvcException):
-        return None
+    view = DVCFileSystem(str(project), rev=commit)
+    found: dict[str, Any | None] = {}
+    for path in paths:
+        try:
+            found[path] = json.loads(view.read_text(path))
+        except FileNotFoundError:
+            found[path] = None
+    return found
 
 
 def _failure(name: str, code: int, tail: list[str]) -> ExperimentFailed:
@@ -213,12 +216,13 @@ def run_experiment(
             exit_code=code,
             permanent=False,
         )
+    outputs = read_outputs(project, ref, ["reports/metrics.json", "models/registered.json"])
     return Experiment(
         name=name,
         ref=ref,
         overrides=overrides,
-        metrics=read_output(project, ref, "reports/metrics.json") or {},
-        registration=read_output(project, ref, "models/registered.json"),
+        metrics=outputs["reports/metrics.json"] or {},
+        registration=outputs["models/registered.json"],
         output_tail=list(tail)[-10:],
         worker=f"{socket.gethostname()}:{os.getpid()}",
     )

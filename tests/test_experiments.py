@@ -68,7 +68,7 @@ def test_a_stage_that_rejects_its_input_is_permanent_others_are_retried():
     assert not crashed.permanent and crashed.stage is None
 
 
-def test_the_sweeps_runner_is_checked_before_anything_runs():
+def test_the_sweeps_runner_is_checked_before_anything_runs(monkeypatch):
     import importlib.util
 
     from flows.runners import RunnerChoice, choose_runner
@@ -80,9 +80,13 @@ def test_the_sweeps_runner_is_checked_before_anything_runs():
         choose_runner("spark")
     with pytest.raises(ParamsError, match="needs a cluster runner: pass runner='dask'"):
         choose_runner("threads", "tcp://10.0.0.5:8786")
-    if importlib.util.find_spec("prefect_ray") is None:
-        with pytest.raises(ParamsError, match=r"needs the prefect-ray package: pip install .*\[ray\]"):
-            choose_runner("ray")
+    # A machine without the engine's package (as if prefect-ray were not installed):
+    installed = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "prefect_ray" else installed(name)
+    )
+    with pytest.raises(ParamsError, match=r"needs the prefect-ray package: pip install .*\[ray\]"):
+        choose_runner("ray")
 
 
 def test_the_chosen_runner_is_prefects_own_task_runner():

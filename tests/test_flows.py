@@ -167,10 +167,8 @@ def test_sweep_runs_its_points_on_a_local_dask_cluster(project):
 
 
 def test_sweep_runs_its_points_on_a_local_ray(project):
-    """Only where the ``ray`` extra is installed (it is large, so ``.[dev]`` leaves it out)."""
     import os
 
-    pytest.importorskip("prefect_ray")
     from flows.sweep import sweep
 
     result = sweep(
