@@ -75,7 +75,7 @@ class TrackingConfig(_Section):
 class EvaluateConfig(_Section):
     """Stage ``evaluate``: which metrics, at which sample sizes, on which representations."""
 
-    sample_sizes: Literal["fast", "dlib"] = "fast"
+    sample_sizes: Literal["fast", "dlib", "smoke"] = "fast"
     seed: int = Field(0, ge=0)
     metrics: tuple[Literal["beta_vae", "factor_vae", "mig", "dci", "sap", "modularity"], ...] = (
         "beta_vae",

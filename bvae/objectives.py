@@ -34,6 +34,9 @@ class ObjectiveConfig:
     gaussian_std: float = 0.1  # fixed decoder std for the Gaussian likelihood (pixels in [0, 1])
 
     def __post_init__(self) -> None:
+        for name in ("beta", "gamma", "capacity_max_nats", "gaussian_std"):
+            if not math.isfinite(getattr(self, name)):  # NaN passes every comparison below
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
         for name in ("beta", "gamma", "capacity_max_nats"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -1,15 +1,29 @@
-"""Shared fixtures: the environment every test runs in, and the full dSprites grid built once."""
+"""Shared fixtures: the environment every test runs in, the one render of the full grid, and
+the signal handling that stops every test server when pytest is interrupted.
+
+The full 737,280-image grid is rendered and sharded once per session, by ``dvc repro shard``
+in the template project (``template``). Every end-to-end project is a clone of it sharing its
+DVC cache, run-cache included: the data stages are checked out, never re-rendered, and any
+stage that already ran in the session with the same code and params is restored instead of
+rerun. A test that needs a stage to really run uses params no other test uses (its own
+``train.seed``). Training-only tests use ``small_shards`` (65,536 images, one shard).
+"""
 
 from __future__ import annotations
 
+import atexit
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from tests import servers
+from tests.helpers import REPO_ROOT, TINY_PARAMS, commit_all, copy_repository, run, set_params
+
+__all__ = ["REPO_ROOT", "refused_url"]
 
 # Subprocesses (bvae, dvc, mlflow) must come from this interpreter's environment, and nothing
 # may phone home.
@@ -17,6 +31,18 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get(
 from bvae.cli import TELEMETRY_OFF  # noqa: E402
 
 os.environ.update(TELEMETRY_OFF)
+
+
+def _stop_servers_then_interrupt(signum, frame):
+    """SIGTERM / SIGINT: stop every server group now, then let pytest tear down as for Ctrl-C."""
+    servers.stop_all_servers()
+    raise KeyboardInterrupt(f"pytest received {signal.Signals(signum).name}")
+
+
+def pytest_configure(config):
+    signal.signal(signal.SIGTERM, _stop_servers_then_interrupt)
+    signal.signal(signal.SIGINT, _stop_servers_then_interrupt)
+    atexit.register(servers.stop_all_servers)
 
 
 def refused_url() -> str:
@@ -28,25 +54,33 @@ def refused_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def full_npz(tmp_path_factory) -> Path:
-    """The full 737,280-image npz, made by the real ``auto`` path falling back offline."""
-    from bvae.config import DataConfig
-    from bvae.stages.download import run_download
+def template(tmp_path_factory) -> Path:
+    """The one project that renders and shards the full grid through the real CLI.
 
-    out = tmp_path_factory.mktemp("raw") / "dsprites.npz"
-    config = DataConfig(source="auto", urls=(refused_url(),), retries=0, backoff_s=0)
-    run_download(config, out, show_progress=False)
-    return out
+    ``data.source: auto`` with an unreachable mirror: the real offline fallback. Its DVC cache
+    lives beside it and every ``helpers.derived_project`` shares it (``.dvc/config.local``).
+    """
+    folder = tmp_path_factory.mktemp("template")
+    repo = copy_repository(folder / "repo")
+    set_params(
+        repo,
+        {**TINY_PARAMS, "data.source": "auto", "data.urls": [refused_url()], "data.retries": 0},
+    )
+    run(["dvc", "cache", "dir", "--local", str(folder / "dvc-cache")], repo)
+    commit_all(repo, "tiny params")
+    run(["dvc", "repro", "shard"], repo)
+    commit_all(repo, "data stages")
+    return repo
 
 
 @pytest.fixture(scope="session")
-def full_shards(full_npz, tmp_path_factory) -> Path:
-    from bvae.config import ShardConfig
-    from bvae.stages.shard import run_shard
+def full_npz(template) -> Path:
+    return template / "data/raw/dsprites.npz"
 
-    out = tmp_path_factory.mktemp("shards") / "shards"
-    run_shard(ShardConfig(), full_npz, out, show_progress=False)
-    return out
+
+@pytest.fixture(scope="session")
+def full_shards(template) -> Path:
+    return template / "data/shards"
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +88,31 @@ def full_dataset(full_shards):
     from bvae.data.shards import load_dataset
 
     return load_dataset(full_shards)
+
+
+SMALL_IMAGES = 65536
+
+
+@pytest.fixture(scope="session")
+def small_shards(tmp_path_factory) -> Path:
+    """One shard of 65,536 images spread over the grid (every 11th): enough for training,
+    resume, DDP and registry tests, a tenth of the full grid's load time and memory."""
+    import numpy as np
+
+    from bvae.data import factors, render
+    from bvae.data.shards import write_array_shards
+
+    index = np.arange(0, factors.NUM_IMAGES, 11)[:SMALL_IMAGES]
+    classes = factors.classes_from_index(index)
+    out = tmp_path_factory.mktemp("small") / "shards"
+    write_array_shards(
+        out,
+        render.render_images(classes),
+        classes,
+        factors.values_from_classes(classes),
+        source="procedural",
+    )
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
 import yaml
 
-from tests.conftest import REPO_ROOT
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def copy_repository(destination: Path) -> Path:
@@ -71,6 +72,7 @@ TINY_PARAMS: dict[str, object] = {
     "train.steps": 20,
     "train.checkpoint_every": 10,
     "train.log_every": 10,
+    "evaluate.sample_sizes": "smoke",
     "evaluate.heldout_images": 1000,
     "evaluate.baselines": [],
     "evaluate.representations": ["mean"],
@@ -86,10 +88,14 @@ def commit_all(repo: Path, message: str) -> None:
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message], repo)
 
 
-def prepared_project(destination: Path, params: dict[str, object] | None = None) -> Path:
-    """A repository copy with tiny params whose data stages have run and been committed."""
-    repo = copy_repository(destination)
-    set_params(repo, {**TINY_PARAMS, **(params or {})})
-    run(["dvc", "repro", "shard"], repo)
-    commit_all(repo, "tiny params and data")
-    return repo
+def derived_project(template: Path, destination: Path, params: dict[str, object] | None = None) -> Path:
+    """A clone of the session's template project (``conftest.template``): its data checked out
+    from the shared DVC cache, not re-rendered, and ``params`` (dotted keys) committed on top."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    run(["git", "clone", "-q", str(template), str(destination)], destination.parent)
+    shutil.copy(template / ".dvc/config.local", destination / ".dvc/config.local")
+    run(["dvc", "checkout", "-q", "download", "shard"], destination)  # the stages the template ran
+    if params:
+        set_params(destination, params)
+        commit_all(destination, "test params")
+    return destination

@@ -1,4 +1,10 @@
-"""Real servers for tests, on 127.0.0.1 only, stopped afterwards."""
+"""Real servers for tests, on 127.0.0.1 only, stopped afterwards.
+
+Every server runs in its own process group, recorded in ``LIVE_GROUPS`` while it runs. The
+group is stopped when its context exits (a pass, a failure, a ``KeyboardInterrupt``), and
+``stop_all_servers`` stops whatever is left: ``conftest.py`` calls it when pytest receives
+SIGTERM or SIGINT and at interpreter exit, so a killed test run leaves no server behind.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,42 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+
+# Process-group id -> the signal that stops that server cleanly (PostgreSQL wants SIGINT).
+LIVE_GROUPS: dict[int, int] = {}
+
+
+def stop_group(group: int, stop_signal: int = signal.SIGTERM, grace_s: float = 10.0) -> None:
+    """Signal a whole process group, then SIGKILL whatever is still in it after ``grace_s``."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, stop_signal)
+    deadline = time.monotonic() + grace_s
+    while group_members(group) and time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(-group, os.WNOHANG)  # reap our own children, or they linger as zombies
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)
+    LIVE_GROUPS.pop(group, None)
+
+
+def stop_all_servers() -> None:
+    """Stop every server group still running (signal handlers and atexit call this)."""
+    for group, stop_signal in list(LIVE_GROUPS.items()):
+        stop_group(group, stop_signal, grace_s=5.0)
+
+
+def group_members(group: int) -> list[int]:
+    """Live (non-zombie) processes whose process group is ``group``, read from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
 
 
 def free_port() -> int:
@@ -40,6 +82,7 @@ def background(
     process = subprocess.Popen(
         command, cwd=cwd or folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
+    LIVE_GROUPS[process.pid] = stop_signal  # a new session: its group id is the leader's pid
     deadline = time.monotonic() + timeout_s
     try:
         while ready_url is not None:
@@ -52,13 +95,8 @@ def background(
                 time.sleep(0.5)
         yield process
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, stop_signal)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-            process.wait()
+        stop_group(process.pid, stop_signal, grace_s=20.0)
+        process.wait()
         log.close()
 
 

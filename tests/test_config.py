@@ -2,7 +2,7 @@ import pytest
 from pydantic import ValidationError
 
 from bvae.config import ParamsError, load_params, params_from_mapping
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 
 def test_committed_params_are_valid():

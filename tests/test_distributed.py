@@ -58,8 +58,10 @@ def write_project(folder: Path, shards: Path, train: dict) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_ddp_two_gloo_processes_equal_one_process_on_the_global_batch(tmp_path, full_shards, full_dataset):
-    env = write_project(tmp_path, full_shards, {"nproc": RANKS})
+def test_ddp_two_gloo_processes_equal_one_process_on_the_global_batch(tmp_path, small_shards):
+    from bvae.data.shards import load_dataset
+
+    env = write_project(tmp_path, small_shards, {"nproc": RANKS})
     run(["bvae", "train", "--quiet"], tmp_path, env=env)  # relaunches itself under torchrun
 
     # Rank 0 alone tracked and wrote: one MLflow run, one checkpoint set.
@@ -82,9 +84,10 @@ def test_ddp_two_gloo_processes_equal_one_process_on_the_global_batch(tmp_path, 
     # The maths: DDP averages the ranks' gradients of their half-batch means, which is the
     # gradient of the mean over the whole batch. One process on that batch must agree.
     config = TrainConfig(steps=STEPS, batch_size=GLOBAL_BATCH, log_every=2, device="cpu", threads=1)
-    reference = GlobalBatchTrainer(ModelConfig(), ObjectiveConfig(), config, full_dataset.images)
+    images = load_dataset(small_shards).images
+    reference = GlobalBatchTrainer(ModelConfig(), ObjectiveConfig(), config, images)
     reference.train(show_progress=False)
-    other_batch = Trainer(ModelConfig(), ObjectiveConfig(), config, full_dataset.images)
+    other_batch = Trainer(ModelConfig(), ObjectiveConfig(), config, images)
     other_batch.train(show_progress=False)
     ddp = load_trusted(tmp_path / "models/model.pt")["state_dict"]
     same = reference.model.state_dict()
@@ -106,17 +109,17 @@ def kill_everything_in(folder: Path, signal_number: int) -> None:
 
 
 @pytest.mark.slow
-def test_a_killed_ddp_run_resumes_to_the_uninterrupted_weights(tmp_path, full_shards):
+def test_a_killed_ddp_run_resumes_to_the_uninterrupted_weights(tmp_path, small_shards):
     import signal
     import subprocess
     import time
 
-    train = {"nproc": RANKS, "steps": 300, "checkpoint_every": 30, "log_every": 30}
+    train = {"nproc": RANKS, "steps": 120, "checkpoint_every": 30, "log_every": 30}
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    env = write_project(straight, full_shards, train)
+    env = write_project(straight, small_shards, train)
     run(["bvae", "train", "--quiet"], straight, env=env)
 
-    env = write_project(killed, full_shards, train)
+    env = write_project(killed, small_shards, train)
     process = subprocess.Popen(
         ["bvae", "train", "--quiet"],
         cwd=killed,
@@ -132,7 +135,7 @@ def test_a_killed_ddp_run_resumes_to_the_uninterrupted_weights(tmp_path, full_sh
     kill_everything_in(killed, signal.SIGKILL)  # the launcher, torchrun and both ranks, mid-run
     process.wait()
     step = load_trusted(checkpoint)["step"]
-    assert 0 < step < 300 and not (killed / "models/model.pt").exists()
+    assert 0 < step < 120 and not (killed / "models/model.pt").exists()
 
     rerun = run(["bvae", "train", "--quiet"], killed, env=env)
     assert f"resuming from models/checkpoint.pt at step {step}" in rerun.stderr

@@ -2,7 +2,7 @@
 
 import re
 
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 
 def fenced_commands(markdown: str) -> list[str]:

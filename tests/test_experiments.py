@@ -7,7 +7,7 @@ import pytest
 from bvae.config import ParamsError
 from flows.experiments import _failure, apply_overrides, hydra_value, override_args, validate_overrides
 from flows.sweep import expand_grid
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 
 def test_overrides_use_dvcs_set_grammar():

@@ -1,9 +1,13 @@
-"""Metric oracles (disentanglement_lib's idea): representations whose scores the definitions fix.
+"""Metric oracles (disentanglement_lib's idea) on codes built from the factor classes of the
+dSprites grid (sizes 3, 6, 40, 32, 32), at disentanglement_lib's sample sizes.
 
-Codes are built from the factor classes of the dSprites grid (sizes 3, 6, 40, 32, 32). The
-expected values are what the definitions give at disentanglement_lib's sample sizes, not 1 or 0
-by wishful thinking: 20 bins cannot resolve 32- and 40-valued factors (MIG ≈ 0.90), and a
-one-dimensional linear SVM cannot isolate the middle values of a 32-valued factor (SAP ≈ 0.25).
+Two kinds of expected value, marked at each assertion:
+- **derived**: worked out from the metric's definition (the derivation is written beside it),
+  e.g. 20 histogram bins cannot resolve 32- and 40-valued factors, so the ground truth's MIG
+  is 0.90, not 1.
+- **snapshot**: what this implementation gave when the test was written, with no closed form
+  behind it (e.g. SAP's one-dimensional SVMs on a 32-valued factor). A snapshot guards against
+  regressions; independent cross-checks against disentanglement_lib are what vouch for it.
 """
 
 from __future__ import annotations
@@ -61,20 +65,32 @@ def ground_truth_scores(grid):
 
 def test_ground_truth_factors(ground_truth_scores):
     s = ground_truth_scores
+    # Derived: fixing factor k leaves code k with zero variance, so every vote is right.
     assert s["factor_vae"]["eval_accuracy"] == 1.0 and s["factor_vae"]["num_active_dims"] == 5
+    # Derived: |z1 - z2| is exactly 0 in the fixed factor's code and > 0 elsewhere (separable).
     assert s["beta_vae"]["eval_accuracy"] == 1.0
+    # Derived: each factor is predicted by its own code alone (one-hot importance matrix).
     for key in ("disentanglement", "completeness", "informativeness_test"):
         assert s["dci"][key] == pytest.approx(1.0, abs=1e-6)
-    assert s["modularity"]["modularity"] == pytest.approx(1.0, abs=1e-3)  # plug-in MI bias
-    assert s["mig"]["discrete_mig"] == pytest.approx(0.90, abs=0.02)  # 20 bins, 32/40 values
-    assert s["sap"]["sap_score"] == pytest.approx(0.25, abs=0.04)  # 1-D SVMs on 32 classes
+    # Derived: codes are independent of the other factors; only plug-in MI bias is left.
+    assert s["modularity"]["modularity"] == pytest.approx(1.0, abs=1e-3)
+    # Derived: the code is the factor, so MIG_k = H(bin(v_k)) / H(v_k) (the runner-up has
+    # MI 0). Shape (3 values) and scale (6) keep a bin each: 1. Orientation's 40 values fill
+    # 20 equal bins two by two: ln 20 / ln 40 = 0.812. Position's 32 values over 20 bins of
+    # width 1.55 give 12 bins of two values and 8 of one:
+    # (12/16 ln 16 + 8/32 ln 32) / ln 32 = 0.850. Mean of (1, 1, 0.812, 0.850, 0.850) = 0.902.
+    assert s["mig"]["discrete_mig"] == pytest.approx(0.90, abs=0.02)
+    # Snapshot: 1-D linear SVMs cannot isolate the middle values of a 32-valued factor.
+    assert s["sap"]["sap_score"] == pytest.approx(0.25, abs=0.04)
 
 
 def test_constant_code(grid):
     s = score(grid, lambda f, rng: np.zeros((len(f), 5)), sizes=FAST)
+    # Derived: a constant carries no information, so every information-based score is 0.
     assert s["mig"]["discrete_mig"] == 0.0
     assert s["factor_vae"] == {"train_accuracy": 0.0, "eval_accuracy": 0.0, "num_active_dims": 0}
-    assert s["beta_vae"]["eval_accuracy"] == pytest.approx(0.2, abs=0.05)  # chance over 5 factors
+    # Derived: identical inputs for every class leave the classifier at chance, 1 in 5.
+    assert s["beta_vae"]["eval_accuracy"] == pytest.approx(0.2, abs=0.05)
     assert s["dci"]["disentanglement"] == pytest.approx(0.0, abs=1e-6)
     assert s["dci"]["completeness"] == pytest.approx(0.0, abs=1e-6)
     assert s["sap"]["sap_score"] == 0.0 and s["modularity"]["modularity"] == 0.0
@@ -82,15 +98,24 @@ def test_constant_code(grid):
 
 def test_duplicated_latents(grid):
     s = score(grid, lambda f, rng: np.concatenate([f, f], axis=1).astype(float), metrics=("mig", "dci"))
-    assert s["mig"]["discrete_mig"] == pytest.approx(0.0, abs=1e-9)  # the top two codes tie
-    assert s["dci"]["completeness"] == pytest.approx(0.70, abs=0.05)  # each factor split over 2 codes
+    # Derived: the top two codes carry the same information, so every gap is 0.
+    assert s["mig"]["discrete_mig"] == pytest.approx(0.0, abs=1e-9)
+    # Derived: each factor's importance splits evenly over its two copies among K = 10 codes:
+    # completeness = 1 - H_10(1/2, 1/2) = 1 - ln 2 / ln 10 = 0.699.
+    assert s["dci"]["completeness"] == pytest.approx(0.70, abs=0.05)
+    # Derived: each code still serves one factor only.
     assert s["dci"]["disentanglement"] == pytest.approx(1.0, abs=0.01)
 
 
 def test_two_factors_mixed_by_45_degrees(grid):
     s = score(grid, rotate_pair(3, 4, np.pi / 4), metrics=("beta_vae", "factor_vae", "mig", "dci"))
-    assert s["mig"]["discrete_mig"] == pytest.approx(0.56, abs=0.03)
+    # Derived: fixing shape, scale or orientation zeroes its own code: those 3/5 of the votes
+    # are right. Fixing posX or posY leaves both mixed codes with the same variance, so the
+    # vote lands on either at random and the majority classifier gets half of those 2/5:
+    # 3/5 + 2/5 · 1/2 = 0.80.
     assert s["factor_vae"]["eval_accuracy"] == pytest.approx(0.80, abs=0.03)
+    # Snapshots: no closed form at these sample sizes.
+    assert s["mig"]["discrete_mig"] == pytest.approx(0.56, abs=0.03)
     assert s["beta_vae"]["eval_accuracy"] == pytest.approx(0.81, abs=0.03)
     assert s["dci"]["disentanglement"] == pytest.approx(0.81, abs=0.03)
 
@@ -98,6 +123,7 @@ def test_two_factors_mixed_by_45_degrees(grid):
 def test_full_random_rotation_hurts_mig_dci_sap_most(grid, ground_truth_scores):
     rotation = np.linalg.qr(np.random.default_rng(0).standard_normal((5, 5)))[0]
     s = score(grid, lambda f, rng: f.astype(float) @ rotation, sizes=FAST)
+    # Snapshot bounds: every code mixes all factors, so the axis-aligned scores collapse.
     assert s["mig"]["discrete_mig"] < 0.3 < ground_truth_scores["mig"]["discrete_mig"]
     assert s["dci"]["disentanglement"] < 0.3 and s["sap"]["sap_score"] < 0.1
     # A linear classifier on |z1 - z2| still finds the fixed factor most of the time.
@@ -109,6 +135,8 @@ def test_pure_noise_latents_change_nothing(grid, ground_truth_scores):
         return np.concatenate([f.astype(float), rng.standard_normal((len(f), 3))], axis=1)
 
     s = score(grid, with_noise, metrics=("mig", "factor_vae", "dci"))
+    # Derived: independent noise shares no information with any factor, and its normalised
+    # variance (1) never undercuts a fixed factor's code (0).
     assert s["mig"]["discrete_mig"] == pytest.approx(ground_truth_scores["mig"]["discrete_mig"], abs=0.01)
     assert s["factor_vae"]["eval_accuracy"] == 1.0 and s["factor_vae"]["num_active_dims"] == 8
     assert s["dci"]["disentanglement"] == pytest.approx(1.0, abs=0.01)

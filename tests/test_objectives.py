@@ -81,4 +81,6 @@ def test_impossible_objectives_are_rejected():
         ObjectiveConfig(beta=-1.0)
     with pytest.raises(ValueError, match="capacity_steps"):
         ObjectiveConfig(capacity_steps=0)
-    assert math.isfinite(ObjectiveConfig().gamma)
+    for name, value in [("beta", math.nan), ("gamma", math.inf), ("capacity_max_nats", -math.inf)]:
+        with pytest.raises(ValueError, match=f"{name} must be a finite number"):
+            ObjectiveConfig(**{name: value})

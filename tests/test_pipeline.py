@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from tests.helpers import copy_repository, run, set_params
+from tests.helpers import copy_repository, derived_project, run, set_params
 
 
 def clean_env():
@@ -15,35 +15,41 @@ def clean_env():
     return {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
 
 
+# Every metric, both representations and every baseline: the evaluate test proves the stage
+# wires them all into reports/metrics.json and MLflow (the metric values are test_metrics').
+ALL_FIGURES = {
+    "evaluate.metrics": ["beta_vae", "factor_vae", "mig", "dci", "sap", "modularity"],
+    "evaluate.representations": ["mean", "sampled"],
+    "evaluate.baselines": ["ground_truth", "pca", "ica", "untrained"],
+    "evaluate.baseline_fit_images": 2000,
+}
+
+
 @pytest.fixture(scope="module")
-def pipeline_repo(tmp_path_factory):
-    repo = copy_repository(tmp_path_factory.mktemp("pipeline") / "repo")
-    set_params(
-        repo,
-        {
-            "data.source": "procedural",  # tests never contact the internet
-            "train.steps": 40,
-            "train.checkpoint_every": 20,
-            "train.log_every": 10,
-            "evaluate.heldout_images": 1000,
-            "traverse.sample_images": 1000,
-            "traverse.steps": 7,
-        },
-    )
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "tiny"], repo)
-    return repo
+def pipeline_repo(template, tmp_path_factory):
+    """A clone of the template (data stages done) with a training no other test runs."""
+    params = {"train.steps": 40, "train.checkpoint_every": 20, "traverse.steps": 7, **ALL_FIGURES}
+    return derived_project(template, tmp_path_factory.mktemp("pipeline") / "repo", params)
 
 
 @pytest.mark.slow
-def test_dvc_repro_shard_offline(pipeline_repo):
-    repo = pipeline_repo
-    run(["dvc", "repro", "shard"], repo, env=clean_env())
-    manifest = json.loads((repo / "data/shards/manifest.json").read_text())
+def test_dvc_repro_shard_renders_offline_once(template):
+    """The session's one render: ``dvc repro shard`` from scratch, offline, in the template."""
+    manifest = json.loads((template / "data/shards/manifest.json").read_text())
     assert manifest["num_images"] == 737280 and manifest["source"] == "procedural"
-    verified = json.loads(run(["bvae", "verify-data"], repo).stdout)
+    assert len(manifest["shards"]) == 12
+    verified = json.loads(run(["bvae", "verify-data"], template).stdout)
     assert verified["images"] == 737280 and verified["digest"] == manifest["digest"]
-    again = run(["dvc", "repro", "shard"], repo)
+    again = run(["dvc", "repro", "shard"], template)
     assert "didn't change, skipping" in again.stdout + again.stderr
+
+
+@pytest.mark.slow
+def test_a_clone_checks_the_data_out_of_the_shared_cache(pipeline_repo, template):
+    status = run(["dvc", "status", "download", "shard"], pipeline_repo).stdout
+    assert "up to date" in status, status
+    for name in ("data/raw/dsprites.npz", "data/shards/manifest.json", "data/shards/shard-00011.h5"):
+        assert (pipeline_repo / name).read_bytes() == (template / name).read_bytes(), name
 
 
 @pytest.mark.slow
@@ -76,7 +82,11 @@ def test_dvc_repro_evaluate_scores_model_and_baselines(pipeline_repo):
     truth = report["baselines"]["ground_truth"]
     assert truth["factor_vae"]["eval_accuracy"] == 1.0 and truth["dci"]["disentanglement"] > 0.99
     assert report["heldout"]["num_images"] == 1000 and report["heldout"]["reconstruction_nats"] > 0
-    assert report["seconds"]["model.mean.mig"] >= 0
+    expected_timings = {f"model.{r}.{m}" for r in ("mean", "sampled") for m in metrics}
+    expected_timings |= {f"baselines.{b}.{m}" for b in report["baselines"] for m in metrics}
+    expected_timings |= {"baselines.pca.fit", "baselines.ica.fit", "encoding"}
+    assert set(report["seconds"]) == expected_timings
+    assert all(seconds > 0 for seconds in report["seconds"].values())
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
     assert "reports/metrics.json" in shown[""]["data"]
     from mlflow import MlflowClient
@@ -146,7 +156,7 @@ def test_temp_experiments_log_into_the_parent_store(pipeline_repo):
     """`dvc exp run --temp` runs in .dvc/tmp/exps/...: its MLflow run must not be lost there."""
     repo = pipeline_repo
     run(
-        ["dvc", "exp", "run", "--temp", "-S", "train.steps=20", "-n", "tiny-temp"],
+        ["dvc", "exp", "run", "--temp", "-S", "train.steps=20", "-n", "tiny-temp", "train"],
         repo,
         env=clean_env(),
     )

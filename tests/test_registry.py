@@ -25,11 +25,11 @@ def server(tmp_path_factory):
         yield uri
 
 
-def trained_repo(root, full_shards, uri, seed, name="bvae-test"):
+def trained_repo(root, shards, uri, seed, name="bvae-test"):
     """A repository copy with a tiny trained model logged to ``uri``."""
     repo = copy_repository(root)
     (repo / "data").mkdir(exist_ok=True)
-    (repo / "data/shards").symlink_to(full_shards)
+    (repo / "data/shards").symlink_to(shards)
     set_params(
         repo,
         {
@@ -54,9 +54,9 @@ def set_score(repo, value):
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory, full_shards, server):
-    root = tmp_path_factory.mktemp("models")
-    return [trained_repo(root / f"repo{seed}", full_shards, server, seed) for seed in (1, 2)]
+def trained(tmp_path_factory, small_shards, server):
+    """The one model these tests train; further versions are registered from its MLflow model."""
+    return trained_repo(tmp_path_factory.mktemp("models") / "repo", small_shards, server, seed=1)
 
 
 def register(repo, env):
@@ -69,8 +69,8 @@ def test_images():
     return render.render_images(factors.classes_from_index(rng.integers(0, factors.NUM_IMAGES, 16)))
 
 
-def test_register_alias_pull_and_encode_in_fresh_processes(models, server, tmp_path, test_images):
-    (repo, env), _ = models
+def test_register_alias_pull_and_encode_in_fresh_processes(trained, server, tmp_path, test_images):
+    repo, env = trained
     set_score(repo, 0.30)
     first = register(repo, env)
     assert first["created"] and first["promoted"] and first["version"] == "1"
@@ -122,18 +122,40 @@ def test_register_alias_pull_and_encode_in_fresh_processes(models, server, tmp_p
     assert np.array_equal(pulled_codes["latents_logvar"], original_codes["latents_logvar"])
 
 
-def test_promotion_gate(models, server):
-    (first_repo, env), (second_repo, _) = models
-    set_score(first_repo, 0.30)
-    register(first_repo, env)
-    set_score(second_repo, 0.10)  # worse: candidate only
-    worse = register(second_repo, env)
-    assert worse["created"] and not worse["promoted"] and worse["champion_version"] == "1"
+def test_promotion_gate(trained, server, monkeypatch):
     from mlflow import MlflowClient
 
+    from bvae.tracking import registry
+
+    repo, env = trained
+    set_score(repo, 0.30)
+    register(repo, env)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+    model_uri = json.loads((repo / "models/mlflow_run.json").read_text())["model_uri"]
+
+    def version(digest: str, value: float, margin: float = 0.0):
+        """Another version from the same MLflow model, as if other weights had scored ``value``."""
+        return registry.register(
+            name="bvae-test",
+            model_uri=model_uri,
+            run_id=None,
+            weights_digest=digest,
+            selection_metric="model.mean.mig.discrete_mig",
+            selection_value=value,
+            margin=margin,
+            tags={},
+        )
+
     client = MlflowClient(server)
-    assert client.get_model_version_by_alias("bvae-test", "candidate").version == worse["version"]
+    worse = version("worse-weights", 0.10)  # candidate only
+    assert worse.created and not worse.promoted and worse.champion_version == "1"
+    assert client.get_model_version_by_alias("bvae-test", "candidate").version == worse.version
     assert client.get_model_version_by_alias("bvae-test", "champion").version == "1"
+    within_margin = version("slightly-better-weights", 0.35, margin=0.1)  # not better by the margin
+    assert within_margin.created and not within_margin.promoted and within_margin.champion_version == "1"
+    better = version("better-weights", 0.50, margin=0.1)
+    assert better.promoted and better.champion_version == better.version
+    assert client.get_model_version_by_alias("bvae-test", "champion").version == better.version
 
 
 RACER = textwrap.dedent(
@@ -147,8 +169,8 @@ RACER = textwrap.dedent(
 )
 
 
-def test_racing_registrations_lose_nothing_and_crown_the_best(models, server, tmp_path):
-    (repo, env), _ = models
+def test_racing_registrations_lose_nothing_and_crown_the_best(trained, server, tmp_path):
+    repo, env = trained
     model_uri = json.loads((repo / "models/mlflow_run.json").read_text())["model_uri"]
     script = tmp_path / "racer.py"
     script.write_text(RACER)
@@ -169,9 +191,10 @@ def test_racing_registrations_lose_nothing_and_crown_the_best(models, server, tm
         assert client.get_model_version_by_alias(name, "champion").version == best.version
 
 
-def test_consumer_with_only_mlflow_and_torch(models, server, tmp_path, test_images):
-    """Load the champion through MLflow's own API in a process where bvae cannot be imported."""
-    (repo, env), _ = models
+def test_consumer_with_only_mlflow_and_torch(trained, server, tmp_path, test_images):
+    """Load the champion through MLflow's own API in a process where bvae cannot be imported
+    (every version here comes from the one trained model, so the weights are known)."""
+    repo, env = trained
     set_score(repo, 0.30)
     register(repo, env)
     np.save(tmp_path / "images.npy", test_images)
@@ -206,8 +229,8 @@ def test_consumer_with_only_mlflow_and_torch(models, server, tmp_path, test_imag
     assert np.allclose(np.load(tmp_path / "means.npy"), expected, atol=1e-5)
 
 
-def test_errors_name_what_exists(models, server, tmp_path):
-    (repo, env), _ = models
+def test_errors_name_what_exists(trained, server, tmp_path):
+    repo, env = trained
     set_score(repo, 0.30)
     register(repo, env)
     missing = run(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import commit_all, prepared_project, run, set_params
+from tests.helpers import commit_all, derived_project, run, set_params
 from tests.servers import S3_ENV, s3_keys, s3_server
 
 pytestmark = pytest.mark.slow
@@ -26,12 +26,13 @@ def s3(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def published(s3, tmp_path_factory):
+def published(template, s3, tmp_path_factory):
     """A project that ran its pipeline, committed dvc.lock and pushed to the S3 remote, as the
-    README says. Everyone shares one tracking store (as with a tracking server)."""
+    README says. Everyone shares one tracking store (as with a tracking server). The clones
+    below get DVC caches of their own (a plain ``git clone``): what they hold came from S3."""
     folder = tmp_path_factory.mktemp("remote")
     env = {**os.environ, **S3_ENV, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"}
-    repo = prepared_project(folder / "origin")
+    repo = derived_project(template, folder / "origin", {"train.seed": 3})  # a training of its own
     run(["dvc", "remote", "add", "-d", "storage", f"s3://{BUCKET}/bvae"], repo)
     run(["dvc", "remote", "modify", "storage", "endpointurl", s3], repo)
     run(["dvc", "repro"], repo, env=env)

@@ -10,7 +10,7 @@ import urllib.request
 import mlflow
 import pytest
 
-from tests.helpers import prepared_project, run
+from tests.helpers import derived_project, run
 from tests.servers import background, prefect_env, prefect_server
 
 FINAL = ["COMPLETED", "FAILED", "CRASHED", "CANCELLED"]
@@ -34,8 +34,8 @@ def deployment_names(api: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_served_retrain_runs_on_its_schedule_and_lands_a_model(tmp_path):
-    repo = prepared_project(tmp_path / "repo")
+def test_served_retrain_runs_on_its_schedule_and_lands_a_model(template, tmp_path):
+    repo = derived_project(template, tmp_path / "repo", {"train.seed": 7})  # a training of its own
     with prefect_server(tmp_path) as api:
         env = prefect_env(tmp_path / "serve-home", api)
         # A run ~30 s after start; should a busy machine miss it, the next comes 150 s later.

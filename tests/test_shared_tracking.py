@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.helpers import prepared_project, run
+from tests.helpers import derived_project, run
 from tests.servers import (
     S3_ENV,
     mlflow_server,
@@ -60,8 +60,8 @@ def query(database: str, sql: str, *args) -> list[tuple]:
         return cursor.fetchall()
 
 
-def test_the_pipeline_tracks_and_registers_on_postgres_and_s3(shared_server, tmp_path):
-    repo = prepared_project(tmp_path / "repo")
+def test_the_pipeline_tracks_and_registers_on_postgres_and_s3(template, shared_server, tmp_path):
+    repo = derived_project(template, tmp_path / "repo", {"train.seed": 4})  # a training of its own
     # Clients hold no S3 credentials: the server proxies every artifact.
     env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
     env["MLFLOW_TRACKING_URI"] = shared_server.uri

@@ -56,11 +56,11 @@ def test_resume_equals_uninterrupted(small_images, architecture):
 
 
 @pytest.fixture(scope="module")
-def train_repo(tmp_path_factory, full_shards):
-    """A copy of the repository wired to the session's shards and a private MLflow store."""
+def train_repo(tmp_path_factory, small_shards):
+    """A copy of the repository wired to the small shards and a private MLflow store."""
     repo = copy_repository(tmp_path_factory.mktemp("train") / "repo")
     (repo / "data").mkdir(exist_ok=True)
-    (repo / "data" / "shards").symlink_to(full_shards)
+    (repo / "data" / "shards").symlink_to(small_shards)
     set_params(
         repo,
         {
@@ -81,12 +81,68 @@ def weights(path):
     return load_trusted(path)["state_dict"]
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(train_repo):
+    """One uninterrupted ``bvae train``: the kill test's reference and the MLflow test's run."""
+    run(["bvae", "train", "-q", "--fresh"], train_repo, env=train_env(train_repo))
+    return {
+        "state": load_trusted(train_repo / "models/model.pt"),
+        "run_file": json.loads((train_repo / "models/mlflow_run.json").read_text()),
+        "summary": json.loads((train_repo / "reports/train/summary.json").read_text()),
+        "manifest": json.loads((train_repo / "data/shards/manifest.json").read_text()),
+        "head": run(["git", "rev-parse", "HEAD"], train_repo).stdout.strip(),
+    }
+
+
 @pytest.mark.slow
-def test_kill_nine_then_rerun_resumes_to_identical_weights(train_repo):
+def test_mlflow_run_contents(uninterrupted, train_repo):
+    """Params, step metrics, dataset input, lineage tags and a loadable model."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    run_file = uninterrupted["run_file"]
+    uri = train_env(train_repo)["MLFLOW_TRACKING_URI"]
+    client = MlflowClient(uri)
+    logged = client.get_run(run_file["run_id"])
+    params = logged.data.params
+    assert params["train.steps"] == "80" and params["model.architecture"] == "conv"
+    assert params["objective.beta"] == "4.0" and params["data.source"] == "auto"
+    history = client.get_metric_history(run_file["run_id"], "loss")
+    assert [m.step for m in history] == list(range(10, 81, 10))
+    assert client.get_metric_history(run_file["run_id"], "kl_z9")
+    # The final figures are the ones written to reports/train/summary.json.
+    summary = uninterrupted["summary"]
+    assert logged.data.metrics["final_active_latents"] == summary["active_latents"]
+    assert logged.data.metrics["final_loss"] == pytest.approx(summary["loss"])
+    assert summary["active_latents"] == sum(kl > 0.1 for kl in summary["kl_per_latent"])
+    manifest = uninterrupted["manifest"]
+    (dataset_input,) = logged.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == manifest["digest"][:32]
+    assert dataset_input.dataset.name == "dsprites-procedural"
+    assert logged.data.tags["git_commit"] == uninterrupted["head"]
+    assert logged.info.status == "FINISHED" and logged.info.run_name
+    artifacts = {a.path for a in client.list_artifacts(run_file["run_id"], "training")}
+    assert artifacts == {"training/curves.csv", "training/summary.json"}
+
+    mlflow.set_tracking_uri(uri)
+    exported = mlflow.pytorch.load_model(run_file["model_uri"])
+    from bvae.models import BetaVAE
+
+    state = uninterrupted["state"]
+    model = BetaVAE(ModelConfig(**state["config"]["model"])).eval()
+    model.load_state_dict(state["state_dict"])
+    images = torch.from_numpy(render.render_images(factors.all_classes()[::100000])).float()[:, None]
+    with torch.no_grad():
+        expected_mean = model(images)[0]
+        exported_mean = exported(images)[0]
+    assert torch.allclose(expected_mean, exported_mean, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_kill_nine_then_rerun_resumes_to_identical_weights(uninterrupted, train_repo):
     env = train_env(train_repo)
-    run(["bvae", "train", "-q", "--fresh"], train_repo, env=env)
-    reference = weights(train_repo / "models/model.pt")
-    reference_run = json.loads((train_repo / "models/mlflow_run.json").read_text())["run_id"]
+    reference = uninterrupted["state"]["state_dict"]
+    reference_run = uninterrupted["run_file"]["run_id"]
 
     (train_repo / "models/checkpoint.pt").unlink()
     process = subprocess.Popen(
@@ -121,45 +177,3 @@ def test_kill_nine_then_rerun_resumes_to_identical_weights(train_repo):
 
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     assert client.get_run(killed_run).info.status == "FINISHED"
-
-
-@pytest.mark.slow
-def test_mlflow_run_contents(train_repo):
-    """Params, step metrics, dataset input, lineage tags and a loadable model."""
-    env = train_env(train_repo)
-    run(["bvae", "train", "-q", "--fresh"], train_repo, env=env)
-    import mlflow
-    from mlflow import MlflowClient
-
-    run_file = json.loads((train_repo / "models/mlflow_run.json").read_text())
-    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
-    logged = client.get_run(run_file["run_id"])
-    params = logged.data.params
-    assert params["train.steps"] == "80" and params["model.architecture"] == "conv"
-    assert params["objective.beta"] == "4.0" and params["data.source"] == "auto"
-    history = client.get_metric_history(run_file["run_id"], "loss")
-    assert [m.step for m in history] == list(range(10, 81, 10))
-    assert client.get_metric_history(run_file["run_id"], "kl_z9")
-    assert logged.data.metrics["final_active_latents"] >= 0
-    manifest = json.loads((train_repo / "data/shards/manifest.json").read_text())
-    (dataset_input,) = logged.inputs.dataset_inputs
-    assert dataset_input.dataset.digest == manifest["digest"][:32]
-    assert dataset_input.dataset.name == "dsprites-procedural"
-    head = run(["git", "rev-parse", "HEAD"], train_repo).stdout.strip()
-    assert logged.data.tags["git_commit"] == head
-    assert logged.info.status == "FINISHED" and logged.info.run_name
-    artifacts = {a.path for a in client.list_artifacts(run_file["run_id"], "training")}
-    assert artifacts == {"training/curves.csv", "training/summary.json"}
-
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    exported = mlflow.pytorch.load_model(run_file["model_uri"])
-    from bvae.models import BetaVAE
-
-    state = load_trusted(train_repo / "models/model.pt")
-    model = BetaVAE(ModelConfig(**state["config"]["model"])).eval()
-    model.load_state_dict(state["state_dict"])
-    images = torch.from_numpy(render.render_images(factors.all_classes()[::100000])).float()[:, None]
-    with torch.no_grad():
-        expected_mean = model(images)[0]
-        exported_mean = exported(images)[0]
-    assert torch.allclose(expected_mean, exported_mean, atol=1e-5)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import zlib
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -135,24 +136,78 @@ def write_shards(
     num_images = npz.count_images(npz_path)
     if num_images != factors.NUM_IMAGES:
         raise ShardError(f"{npz_path} holds {num_images} images, expected {factors.NUM_IMAGES}")
+    blocks = prefetch(npz.iter_image_chunks(npz_path, images_per_shard))
+    return _write_folder(
+        out_dir,
+        blocks,
+        table.latents_classes,
+        table.latents_values,
+        source=(source, source_md5, source_sha256),
+        compression=(compression, compression_level),
+        show_progress=show_progress,
+    )
+
+
+def write_array_shards(
+    out_dir: str | os.PathLike,
+    images: np.ndarray,
+    latents_classes: np.ndarray,
+    latents_values: np.ndarray,
+    *,
+    source: str,
+    images_per_shard: int = 65536,
+    compression: str = "gzip",
+    compression_level: int = 1,
+) -> Manifest:
+    """Shards of images already in memory: a subset of the grid for smoke runs and tests of
+    training, which reads only images. Same format; ``num_images`` says how many it holds."""
+    if not len(images) == len(latents_classes) == len(latents_values):
+        raise ShardError(
+            f"{len(images)} images, {len(latents_classes)} class rows and {len(latents_values)} "
+            "value rows: one row of each per image"
+        )
+    blocks = (images[start : start + images_per_shard] for start in range(0, len(images), images_per_shard))
+    return _write_folder(
+        Path(out_dir),
+        blocks,
+        latents_classes,
+        latents_values,
+        source=(source, "", ""),
+        compression=(compression, compression_level),
+        show_progress=False,
+    )
+
+
+def _write_folder(
+    out_dir: Path,
+    blocks: Iterable[np.ndarray],
+    latents_classes: np.ndarray,
+    latents_values: np.ndarray,
+    *,
+    source: tuple[str, str, str],
+    compression: tuple[str, int],
+    show_progress: bool,
+) -> Manifest:
+    """Write ``blocks`` of images as consecutive shards plus the manifest, atomically."""
+    num_images = len(latents_classes)
+    method, level = compression
     entries = []
     with (
         atomic_path(out_dir, directory=True) as staging,
         tqdm(total=num_images, unit="img", unit_scale=True, desc="shard", disable=not show_progress) as bar,
     ):
-        chunks = prefetch(npz.iter_image_chunks(npz_path, images_per_shard))
         start = 0
-        for number, images in enumerate(chunks):
+        for number, images in enumerate(blocks):
             name = f"shard-{number:05d}.h5"
             stop = start + len(images)
             _write_one_shard(
                 staging / name,
                 images,
-                table.latents_classes[start:stop],
-                table.latents_values[start:stop],
+                latents_classes[start:stop],
+                latents_values[start:stop],
                 start,
-                compression,
-                compression_level,
+                method,
+                level,
             )
             entries.append(
                 ShardEntry(
@@ -171,10 +226,10 @@ def write_shards(
             image_shape=npz.IMAGE_SHAPE,
             factor_names=factors.FACTOR_NAMES,
             factor_sizes=factors.FACTOR_SIZES,
-            source=source,
-            source_md5=source_md5,
-            source_sha256=source_sha256,
-            compression=compression if compression != "gzip" else f"gzip-{compression_level}",
+            source=source[0],
+            source_md5=source[1],
+            source_sha256=source[2],
+            compression=method if method != "gzip" else f"gzip-{level}",
             shards=tuple(entries),
         )
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest.to_json(), indent=2) + "\n")

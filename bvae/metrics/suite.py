@@ -1,8 +1,9 @@
 """All metrics for one representation, at disentanglement_lib's sample sizes or fast ones.
 
 ``sample_sizes: dlib`` reproduces the published protocols; ``fast`` (a tenth of the points)
-is for tests and smoke runs. Each metric draws from its own generator, seeded from ``seed``
-and the metric's name, so adding or removing a metric never changes another's numbers.
+is for quick looks; ``smoke`` (a hundredth of the batch metrics' points) only proves that a
+pipeline runs end to end. Each metric draws from its own generator, seeded from ``seed`` and
+the metric's name, so adding or removing a metric never changes another's numbers.
 """
 
 from __future__ import annotations
@@ -40,12 +41,15 @@ class MetricSizes:
 
 
 def metric_sizes(name: str) -> MetricSizes:
-    """``dlib`` (the published protocols) or ``fast`` (a tenth of the points)."""
+    """``dlib`` (the published protocols), ``fast`` (a tenth of the points) or ``smoke`` (a
+    hundredth: it proves that a pipeline runs end to end; its numbers are noise)."""
     if name == "dlib":
         return MetricSizes()
     if name == "fast":
         return MetricSizes(1000, 500, 1000, 500, 2000, 64, 1000, 20, 1000, 500)
-    raise ValueError(f"sample sizes must be 'dlib' or 'fast', got {name!r}")
+    if name == "smoke":  # batch metrics at a hundredth; 500 single points keep all 40 classes in
+        return MetricSizes(100, 50, 100, 50, 500, 64, 500, 20, 500, 500)
+    raise ValueError(f"sample sizes must be 'dlib', 'fast' or 'smoke', got {name!r}")
 
 
 def _runners(sizes: MetricSizes, dci_estimator: str, seed: int) -> dict[str, Callable]:
