@@ -43,9 +43,11 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
 
 def _cmd_shard(args: argparse.Namespace) -> int:
+    from bvae.fileio import check_output_folder
     from bvae.stages.shard import run_shard
 
-    run_shard(_params(args).shard, args.npz, args.out, show_progress=not args.quiet)
+    check_output_folder(args.out, force=args.force)  # before any work
+    run_shard(_params(args).shard, args.npz, args.out, show_progress=not args.quiet, force=args.force)
     return 0
 
 
@@ -78,15 +80,16 @@ def _cmd_traverse(args: argparse.Namespace) -> int:
     if args.model is None:  # the DVC stage
         from bvae.stages.traverse import run_traverse
 
-        run_traverse(_params(args))
+        run_traverse(_params(args), force=args.force)
         return 0
     from bvae.consume import load
     from bvae.data.ground_truth import DSprites
-    from bvae.fileio import atomic_path
+    from bvae.fileio import atomic_path, check_output_folder
     from bvae.stages.traverse import render_reports
 
+    check_output_folder(args.out, force=args.force)  # before the model and the data load
     data = DSprites.from_shards(args.shards)
-    with atomic_path(args.out, directory=True) as staging:
+    with atomic_path(args.out, directory=True, force=args.force) as staging:
         report = render_reports(load(args.model), data, _params(args).traverse, staging)
     (args.out / "latents.json").write_text(json.dumps(report, indent=2) + "\n")
     print(args.out)
@@ -103,8 +106,10 @@ def _cmd_register(args: argparse.Namespace) -> int:
 
 def _cmd_pull(args: argparse.Namespace) -> int:
     from bvae.consume import pull
+    from bvae.fileio import check_output_folder
 
-    out = pull(args.reference, args.out)
+    check_output_folder(args.out, force=args.force)  # before contacting the registry
+    out = pull(args.reference, args.out, force=args.force)
     print(f"pulled {args.reference} into {out.resolve()}: model.pt, mlflow_model/, MODEL_CARD.md, card.json")
     return 0
 
@@ -147,6 +152,12 @@ def _cmd_verify_data(args: argparse.Namespace) -> int:
     return 0
 
 
+FORCE_HELP = (
+    "replace --out even if it holds files bvae did not write (never the working directory, "
+    "its parents, your home folder or /)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bvae",
@@ -184,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     shard = add("shard", _cmd_shard, "stage: cut the npz into verified HDF5 shards -> data/shards/")
     shard.add_argument("--npz", type=Path, default=Path("data/raw/dsprites.npz"))
     shard.add_argument("--out", type=Path, default=Path("data/shards"))
+    shard.add_argument("--force", action="store_true", help=FORCE_HELP)
 
     train = add(
         "train",
@@ -214,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     traverse.add_argument(
         "--shards", type=Path, default=Path("data/shards"), help="seed images come from here"
     )
+    traverse.add_argument("--force", action="store_true", help=FORCE_HELP)
 
     add(
         "register",
@@ -227,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pull.add_argument("reference", help="e.g. bvae-dsprites@champion or bvae-dsprites/3")
     pull.add_argument("--out", type=Path, required=True)
+    pull.add_argument("--force", action="store_true", help=FORCE_HELP)
     encode = add("encode", _cmd_encode, "tool: latent means and variances of images (npz/npy/PNG folder)")
     encode.add_argument("model", help="a pulled folder, model.pt, or models:/NAME@ALIAS")
     encode.add_argument("images", type=Path)
@@ -252,12 +266,17 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from bvae.config import ParamsError
-    from bvae.consume import PullError
+    from bvae.consume import ImageInputError, PullError
     from bvae.data.npz import NpzFormatError
     from bvae.data.shards import ShardError
+    from bvae.fileio import OutputFolderError
     from bvae.tracking.registry import RegistryError
+    from bvae.training import TrainingDiverged
 
     return (
+        ImageInputError,
+        OutputFolderError,
+        TrainingDiverged,
         ParamsError,
         PullError,
         RegistryError,

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bvae.fileio import atomic_path, file_digest
+from bvae.fileio import atomic_path, check_output_folder, file_digest
 from bvae.model_file import load_model, weights_digest
 from bvae.models import BetaVAE
 from bvae.representations import torch_encoder
@@ -56,11 +56,15 @@ def _card_markdown(card: dict) -> str:
     return "\n".join(lines)
 
 
-def pull(reference: str, out_dir: str | os.PathLike) -> Path:
-    """Download ``NAME@ALIAS`` / ``NAME/VERSION``: weights + config, MLflow model, model card."""
-    version = registry.resolve(reference)
+def pull(reference: str, out_dir: str | os.PathLike, *, force: bool = False) -> Path:
+    """Download ``NAME@ALIAS`` / ``NAME/VERSION``: weights + config, MLflow model, model card.
+
+    ``out_dir`` is replaced whole, so it must be new, empty or an earlier pull (``force``:
+    any folder but the working directory, its parents, home and ``/``)."""
     out_dir = Path(out_dir)
-    with atomic_path(out_dir, directory=True) as staging:
+    check_output_folder(out_dir, force=force)
+    version = registry.resolve(reference)
+    with atomic_path(out_dir, directory=True, force=force) as staging:
         registry.download_model(f"models:/{version.name}/{version.version}", staging / "mlflow_model")
         downloaded = registry.download_run_artifact(version.run_id, MODEL_FILE_ARTIFACT, staging / "weights")
         os.replace(downloaded, staging / "model.pt")
@@ -104,36 +108,93 @@ def load(reference: str | os.PathLike) -> BetaVAE:
         return load_model(pull(str(reference), Path(folder) / "model") / "model.pt")
 
 
+class ImageInputError(ValueError):
+    """Images ``bvae encode`` cannot take as dSprites images; the message says what was found."""
+
+
 def read_images(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
-    """Images as float32 ``(n, 64, 64)`` in [0, 1] from an npz (``imgs``), an npy, or a PNG folder."""
+    """Binary 64×64 single-channel images as float32 ``(n, 64, 64)`` of 0/1, with their names.
+
+    From an npz (the ``imgs`` array, as in dSprites' file), an npy, or a folder of PNGs
+    (mode ``1`` or ``L``). Pixels must be 0/1 (dSprites' own) or 0/255; anything else (gray
+    levels, NaN, colour, other shapes) is refused with what was found.
+    """
     path = Path(path)
     if path.is_dir():
-        from PIL import Image
-
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".png")
-        if not files:
-            raise FileNotFoundError(f"{path} holds no .png files")
-        images = np.stack([np.asarray(Image.open(p).convert("L"), dtype=np.float32) / 255.0 for p in files])
-        names = [p.name for p in files]
+        pixels, names = _read_png_folder(path)
     elif path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as archive:
-            key = "imgs" if "imgs" in archive.files else archive.files[0]
-            images = archive[key].astype(np.float32)
-        names = [str(i) for i in range(len(images))]
+            if "imgs" not in archive.files:
+                raise ImageInputError(
+                    f"{path} has no 'imgs' array (it holds {', '.join(archive.files) or 'nothing'}): "
+                    "save the images under the key imgs, as dSprites' own file does"
+                )
+            pixels = archive["imgs"]
+        names = [str(i) for i in range(len(pixels))]
     elif path.suffix == ".npy":
-        images = np.load(path, allow_pickle=False).astype(np.float32)
-        names = [str(i) for i in range(len(images))]
+        pixels = np.load(path, allow_pickle=False)
+        names = [str(i) for i in range(len(pixels))]
     else:
-        raise ValueError(f"{path}: give an .npz (key imgs), an .npy, or a folder of PNGs")
-    if images.ndim == 4 and images.shape[1] == 1:
-        images = images[:, 0]
-    if images.ndim != 3 or images.shape[1:] != (64, 64):
-        raise ValueError(f"{path}: expected 64×64 images, got shape {images.shape}")
-    if images.max() > 1.0:
-        images = images / 255.0
-    return images, names
+        raise ImageInputError(f"{path}: give an .npz (key imgs), an .npy, or a folder of PNGs")
+    return binary_images(pixels, str(path)), names
+
+
+def _read_png_folder(path: Path) -> tuple[np.ndarray, list[str]]:
+    from PIL import Image
+
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".png")
+    if not files:
+        raise ImageInputError(f"{path} holds no .png files")
+    pixels = []
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                if image.mode not in ("1", "L"):
+                    raise ImageInputError(
+                        f"{file} is a {image.mode} image: give single-channel (mode 1 or L) 64×64 PNGs"
+                    )
+                pixels.append(np.asarray(image, dtype=np.uint8))
+        except OSError as error:
+            raise ImageInputError(f"{file} is not a readable PNG image ({error})") from None
+    shapes = {p.shape for p in pixels}
+    if len(shapes) > 1:
+        raise ImageInputError(f"{path}: the PNGs differ in size ({sorted(shapes)}); all must be 64×64")
+    return np.stack(pixels), [p.name for p in files]
+
+
+def binary_images(pixels: np.ndarray, source: str) -> np.ndarray:
+    """``pixels`` as float32 0/1 images ``(n, 64, 64)``, binarised explicitly; refuses the rest."""
+    if pixels.ndim == 4 and pixels.shape[1] == 1:
+        pixels = pixels[:, 0]
+    if pixels.ndim != 3 or pixels.shape[1:] != (64, 64):
+        raise ImageInputError(
+            f"{source}: expected 64×64 single-channel images, (n, 64, 64) or (n, 1, 64, 64); "
+            f"got shape {pixels.shape}"
+        )
+    if pixels.dtype.kind not in "biuf":
+        raise ImageInputError(f"{source}: pixels of type {pixels.dtype} are not numbers")
+    if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():
+        raise ImageInputError(f"{source}: some pixels are NaN or infinite")
+    found = np.unique(pixels)
+    if set(found.tolist()) <= {0, 1}:
+        on = 1
+    elif set(found.tolist()) <= {0, 255}:
+        on = 255
+    else:
+        examples = ", ".join(f"{value:g}" for value in found[:6])
+        raise ImageInputError(
+            f"{source}: pixels must be binary, 0/1 (dSprites' own) or 0/255; found {len(found)} "
+            f"distinct values ({examples}{', …' if len(found) > 6 else ''}). Threshold them first, "
+            "e.g. images > 127."
+        )
+    return (pixels == on).astype(np.float32)
 
 
 def encode(model: BetaVAE, images: np.ndarray, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """Posterior means and log-variances of float ``(n, 64, 64)`` images in [0, 1], on the CPU."""
-    return torch_encoder(model, torch.device("cpu"), batch_size)(images)
+    """Posterior means and log-variances of binary ``(n, 64, 64)`` images, on the CPU.
+
+    ``images`` go through :func:`binary_images` first: NaN, gray levels or a wrong shape are
+    refused rather than encoded into numbers that look valid.
+    """
+    binary = binary_images(np.asarray(images), "images")
+    return torch_encoder(model, torch.device("cpu"), batch_size)(binary)

@@ -1,4 +1,10 @@
-"""Atomic writes and file digests: nothing partial is ever left at an output path."""
+"""Atomic writes and file digests: nothing partial is ever left at an output path, and no
+folder is replaced unless bvae wrote it.
+
+An output folder bvae writes carries a marker file (``.bvae-output``). Replacing a folder is
+allowed only when it carries the marker or is empty, or with ``force``; the working
+directory, its parents, the home folder and ``/`` are never replaced.
+"""
 
 from __future__ import annotations
 
@@ -12,17 +18,60 @@ from collections.abc import Iterator
 from pathlib import Path
 
 _CHUNK_BYTES = 1 << 22
+OUTPUT_MARKER = ".bvae-output"
+
+
+class OutputFolderError(ValueError):
+    """An output folder bvae refuses to replace; the message names it and the way out."""
+
+
+def check_output_folder(path: str | os.PathLike, *, force: bool = False) -> None:
+    """Raise ``OutputFolderError`` unless replacing the folder ``path`` loses nothing of the user's.
+
+    Called before any work starts (an early error) and again right before the swap.
+    """
+    given, target = Path(path), Path(path).resolve()
+    cwd, home = Path.cwd().resolve(), Path.home().resolve()
+    if target == Path(target.anchor):
+        reason = "the root folder"
+    elif target == home:
+        reason = "your home folder"
+    elif target == cwd:
+        reason = "the working directory"
+    elif target in cwd.parents:
+        reason = "a parent of the working directory"
+    else:
+        reason = None
+    if reason is not None:
+        raise OutputFolderError(
+            f"refusing to use {given} ({target}) as an output folder: it is {reason}, and bvae "
+            f"replaces its output folder whole. Name a folder of its own, e.g. {given / 'out'}."
+        )
+    if not target.exists() and not target.is_symlink():
+        return
+    if not target.is_dir():
+        raise OutputFolderError(f"{given} exists and is not a folder: remove it or choose another output.")
+    if force or (target / OUTPUT_MARKER).exists() or not any(target.iterdir()):
+        return
+    raise OutputFolderError(
+        f"{given} already holds files that bvae did not write (it has no {OUTPUT_MARKER} marker): "
+        "choose another output folder, or pass --force to replace it and everything in it."
+    )
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, *, directory: bool = False) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, directory: bool = False, force: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; on success rename it onto ``path``, else delete it.
 
     The sibling lives in the same folder, so the final ``os.replace`` is atomic on POSIX.
-    With ``directory=True`` the temporary is a folder, and an existing ``path`` folder is
-    replaced as a whole.
+    With ``directory=True`` the temporary is a folder that gets the output marker, and an
+    existing ``path`` folder is replaced whole, only as ``check_output_folder`` allows: moved
+    aside, the new one renamed into place, then the old one deleted, so a crash at any point
+    leaves the old or the new folder whole.
     """
     path = Path(path)
+    if directory:
+        check_output_folder(path, force=force)
     path.parent.mkdir(parents=True, exist_ok=True)
     if directory:
         temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
@@ -33,9 +82,9 @@ def atomic_path(path: str | os.PathLike, *, directory: bool = False) -> Iterator
     try:
         yield temporary
         if directory:
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(temporary, path)
+            (temporary / OUTPUT_MARKER).write_text("written by bvae; replaced whole on the next write\n")
+            check_output_folder(path, force=force)  # it may have changed while we worked
+            _swap_folder(temporary, path)
         else:
             with open(temporary, "rb+") as stream:
                 os.fsync(stream.fileno())
@@ -46,6 +95,17 @@ def atomic_path(path: str | os.PathLike, *, directory: bool = False) -> Iterator
         else:
             temporary.unlink(missing_ok=True)
         raise
+
+
+def _swap_folder(new: Path, path: Path) -> None:
+    """Put the folder ``new`` at ``path``: the old folder goes aside first and is deleted last."""
+    if not path.exists():
+        os.replace(new, path)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+    os.replace(path, aside)  # renaming onto the empty folder just made: atomic
+    os.replace(new, path)
+    shutil.rmtree(aside)
 
 
 def write_json(path: str | os.PathLike, data: object) -> None:

@@ -29,7 +29,8 @@ IMAGE_SIZE = 64
 class ModelConfig:
     """The architecture; saved inside every checkpoint and model file."""
 
-    __pydantic_config__ = {"extra": "forbid"}  # params.yaml validation rejects unknown keys
+    # params.yaml validation rejects unknown keys, and NaN / infinity for every float
+    __pydantic_config__ = {"extra": "forbid", "allow_inf_nan": False}
 
     architecture: Literal["conv", "mlp"] = "conv"
     latent_dim: int = 10

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class ObjectiveConfig:
-    __pydantic_config__ = {"extra": "forbid"}  # params.yaml validation rejects unknown keys
+    # params.yaml validation rejects unknown keys, and NaN / infinity for every float
+    __pydantic_config__ = {"extra": "forbid", "allow_inf_nan": False}
 
     kind: Literal["beta", "capacity"] = "beta"
     beta: float = 4.0

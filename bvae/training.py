@@ -11,6 +11,7 @@ Tracking and files stay outside: :meth:`Trainer.train` reports through callbacks
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from collections.abc import Callable
@@ -31,9 +32,14 @@ from bvae.objectives import ObjectiveConfig, capacity_at, compute_loss
 CHECKPOINT_FORMAT = 1
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss or the weights became NaN or infinite; the last checkpoint saved stays good."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    __pydantic_config__ = {"extra": "forbid"}  # params.yaml validation rejects unknown keys
+    # params.yaml validation rejects unknown keys, and NaN / infinity for every float
+    __pydantic_config__ = {"extra": "forbid", "allow_inf_nan": False}
 
     steps: int = 3000
     batch_size: int = 64
@@ -118,6 +124,7 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.network = DistributedDataParallel(self.model, device_ids=ids)
         self.step = 0
+        self.last_checkpoint_step = 0
         self.history: list[dict[str, float]] = []
         cuda = self.device.type == "cuda"
         self.use_bf16 = _switch(train.bf16, cuda and torch.cuda.is_bf16_supported())
@@ -207,6 +214,8 @@ class Trainer:
                 bar.update(1)
                 if self.step % config.log_every == 0 or self.step == config.steps:
                     means = distributed.mean_(window / window_steps, self.world).tolist()
+                    if not all(math.isfinite(value) for value in means):
+                        raise self._diverged(window_steps)
                     elapsed = time.perf_counter() - window_start
                     row = {
                         "step": self.step,
@@ -231,8 +240,30 @@ class Trainer:
                 if on_checkpoint is not None and (
                     self.step % config.checkpoint_every == 0 or self.step == config.steps
                 ):
+                    # A checkpoint is only ever of finite weights: one host sync, this rarely.
+                    if not self._finite(window):
+                        raise self._diverged(max(window_steps, 1))
                     on_checkpoint(self)
+                    self.last_checkpoint_step = self.step
         return self.history
+
+    def _finite(self, window: torch.Tensor) -> bool:
+        finite = torch.isfinite(window).all()
+        for parameter in self.model.parameters():
+            finite &= torch.isfinite(parameter).all()
+        return bool(distributed.mean_(finite.float().reshape(1), self.world).item() == 1.0)
+
+    def _diverged(self, window_steps: int) -> TrainingDiverged:
+        checkpoint = (
+            f"the last checkpoint (step {self.last_checkpoint_step}) holds finite weights and is kept"
+            if self.last_checkpoint_step
+            else "no checkpoint was written"
+        )
+        return TrainingDiverged(
+            f"training diverged: the loss or the weights became NaN or infinite between steps "
+            f"{self.step - window_steps + 1} and {self.step}; {checkpoint}. Lower "
+            "train.learning_rate (or objective.beta / objective.gamma) and run again."
+        )
 
     # -- checkpoints ------------------------------------------------------------------------
     def config_dict(self) -> dict:
@@ -260,7 +291,7 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.step = int(state["step"])
+        self.step = self.last_checkpoint_step = int(state["step"])
         per_rank = state.get("rng_per_rank") or [state["rng"]]
         self.generator.set_state(per_rank[self.world.rank].cpu())  # CPU byte tensors
         self.history = list(state["history"])

@@ -34,6 +34,25 @@ def test_impossible_values_name_the_key():
         params_from_mapping({"data": {"urls": ["ftp://x"]}})
 
 
+@pytest.mark.parametrize(
+    "section, key",
+    [
+        ("objective", "beta"),
+        ("objective", "gamma"),
+        ("train", "learning_rate"),
+        ("traverse", "low"),
+        ("data", "backoff_s"),
+        ("registry", "margin"),
+        ("traverse", "active_kl"),
+    ],
+)
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_every_float_param_must_be_finite(section, key, value):
+    """`objective.beta: .nan` once trained to the end and saved NaN weights."""
+    with pytest.raises(ParamsError, match=rf"{section}.{key} = {value}: Input should be a finite number"):
+        params_from_mapping({section: {key: value}})
+
+
 def test_config_is_frozen():
     params = params_from_mapping({})
     with pytest.raises(ValidationError):

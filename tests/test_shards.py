@@ -1,4 +1,5 @@
 import json
+import re
 import shutil
 
 import h5py
@@ -7,7 +8,7 @@ import pytest
 
 from bvae.data import factors, npz, render
 from bvae.data.ground_truth import DSprites, FactorGridData, GroundTruthData
-from bvae.data.shards import ShardError, load_dataset, read_manifest, write_shards
+from bvae.data.shards import Manifest, ShardError, load_dataset, read_manifest, write_shards
 
 
 def test_manifest_describes_verified_shards(full_shards, full_npz):
@@ -48,6 +49,56 @@ def test_corrupted_shard_is_detected(shard_copy):
     victim.write_bytes(bytes(data))
     with pytest.raises(ShardError, match="shard-00004.h5 is corrupted.*dvc checkout"):
         load_dataset(shard_copy)
+
+
+def edit_manifest(folder, change, *, redigest: bool) -> None:
+    """Edit ``manifest.json`` in place; ``redigest``: as someone who also fixed up the digest."""
+    path = folder / "manifest.json"
+    data = json.loads(path.read_text())
+    change(data)
+    if redigest:
+        data["digest"] = Manifest.from_json(data).digest
+    path.write_text(json.dumps(data))
+
+
+def swap_first_two(data):
+    data["shards"][0], data["shards"][1] = data["shards"][1], data["shards"][0]
+
+
+def swap_first_two_files(data):  # ranges kept in order, contents out of order
+    first, second = data["shards"][0], data["shards"][1]
+    first["file"], second["file"] = second["file"], first["file"]
+    first["sha256"], second["sha256"] = second["sha256"], first["sha256"]
+
+
+@pytest.mark.parametrize(
+    ("change", "redigest", "message"),
+    [
+        (lambda d: d.update(image_shape=[32, 128]), False, "was edited"),
+        (lambda d: d.update(image_shape=[32, 128]), True, r"image_shape \[32, 128\] is not dSprites'"),
+        (swap_first_two, False, "was edited"),
+        (swap_first_two, True, "must run in order from 0 and this one must start at 0"),
+        (swap_first_two_files, True, "holds images 65536.. .*the manifest says 0"),
+        (lambda d: d.update(digest="0" * 64), False, "was edited"),
+        (lambda d: d["shards"][2].update(file="../../outside.h5"), True, "not a shard-NNNNN.h5 inside"),
+        (lambda d: d.update(factor_sizes=[1, 3, 6, 40, 32, 31]), True, "factor grid is not dSprites'"),
+        (lambda d: d.update(format_version=1), True, "has format 1.*dvc repro -f shard"),
+    ],
+)
+def test_an_edited_manifest_is_refused(full_shards, tmp_path, monkeypatch, capsys, change, redigest, message):
+    """Each of these edits once passed `bvae verify-data --load` (131,072 images out of order)."""
+    from bvae.cli import EXIT_BAD_INPUT, main
+
+    folder = tmp_path / "shards"  # the real shards (linked) beside an editable manifest
+    folder.mkdir()
+    for shard in full_shards.glob("shard-*.h5"):
+        (folder / shard.name).symlink_to(shard)
+    shutil.copy(full_shards / "manifest.json", folder)
+    edit_manifest(folder, change, redigest=redigest)
+    monkeypatch.chdir(tmp_path)
+    assert main(["verify-data", "--load", "-q", "--shards", str(folder)]) == EXIT_BAD_INPUT
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and re.search(message, error), error
 
 
 def test_missing_shard_and_manifest_are_detected(shard_copy):

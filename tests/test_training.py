@@ -16,7 +16,7 @@ import torch
 from bvae.data import factors, render
 from bvae.models import ModelConfig
 from bvae.objectives import ObjectiveConfig
-from bvae.training import TrainConfig, Trainer, load_trusted
+from bvae.training import TrainConfig, Trainer, TrainingDiverged, load_trusted
 from tests.helpers import copy_repository, run, set_params
 
 
@@ -53,6 +53,39 @@ def test_resume_equals_uninterrupted(small_images, architecture):
         assert torch.equal(tensor, resumed.model.state_dict()[name]), name
     assert [r["loss"] for r in straight.history] == [r["loss"] for r in resumed.history]
     assert straight.history[-1]["capacity"] == 5.0
+
+
+def test_divergence_stops_training_and_only_finite_weights_are_checkpointed(small_images):
+    """Weights that turn NaN at step 12 (as after an exploding step): training stops at the
+    next log with one clear message, and every checkpoint written holds finite weights."""
+    trainer = Trainer(
+        ModelConfig(), ObjectiveConfig(), TrainConfig(steps=40, log_every=5, checkpoint_every=5), small_images
+    )
+    step_once = trainer._run_batch
+
+    def step_then_explode():
+        terms = step_once()
+        if trainer.step == 12:
+            with torch.no_grad():
+                next(trainer.model.parameters()).fill_(float("nan"))
+        return terms
+
+    trainer._run_batch = step_then_explode
+    saved = []
+    with pytest.raises(TrainingDiverged, match=r"between steps 11 and 15; the last checkpoint \(step 10\)"):
+        trainer.train(
+            on_checkpoint=lambda t: saved.append(copy.deepcopy(t.state_dict())), show_progress=False
+        )
+    assert [state["step"] for state in saved] == [5, 10]
+    assert all(torch.isfinite(w).all() for state in saved for w in state["model"].values())
+    assert [row["step"] for row in trainer.history] == [5, 10]  # no NaN row reaches the curves
+
+
+def test_a_loss_that_overflows_float32_stops_at_the_first_log(small_images):
+    objective = ObjectiveConfig(kind="capacity", gamma=1e300)  # finite in params, inf in float32
+    trainer = Trainer(ModelConfig(), objective, TrainConfig(steps=20, log_every=5), small_images)
+    with pytest.raises(TrainingDiverged, match="between steps 1 and 5; no checkpoint was written"):
+        trainer.train(show_progress=False)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,10 @@
 Each shard holds a contiguous run of the dataset: ``images`` (n, 64, 64) uint8 (chunked,
 compressed), ``latents_classes`` (n, 6) int64 and ``latents_values`` (n, 6) float64. The
 manifest records every shard's SHA-256 and range, the factor grid, and where the data came
-from; :func:`load_dataset` refuses shards that do not match it.
+from. It is checked as a whole when read: its digest covers every field (an edit shows), the
+ranges follow each other in order from 0, the shard files lie inside the folder, and the
+image shape and factor grid are dSprites'. :func:`load_dataset` refuses shards that do not
+match it.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import zlib
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,7 +30,8 @@ from bvae.fileio import atomic_path, file_digest
 from bvae.iterators import prefetch
 
 MANIFEST_NAME = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the digest covers every field (1 covered the shards' SHA-256s only)
+_SHARD_NAME = re.compile(r"^shard-\d{5}\.h5$")
 _IMAGE_CHUNK = 256  # images per HDF5 chunk: ~1 MiB uncompressed, read whole by batch loaders
 
 
@@ -58,8 +63,9 @@ class Manifest:
 
     @property
     def digest(self) -> str:
-        """One digest for the whole dataset: the SHA-256 of the shards' SHA-256s, in order."""
-        return hashlib.sha256("".join(s.sha256 for s in self.shards).encode()).hexdigest()
+        """One digest for the whole dataset: the SHA-256 of every field (shards in order)."""
+        canonical = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -128,8 +134,10 @@ def write_shards(
     compression: str = "gzip",
     compression_level: int = 1,
     show_progress: bool = True,
+    force: bool = False,
 ) -> Manifest:
-    """Cut an official-layout npz into shards and a manifest; the folder appears atomically."""
+    """Cut an official-layout npz into shards and a manifest; the folder appears atomically
+    (replacing ``out_dir`` only as ``fileio.check_output_folder`` allows, or with ``force``)."""
     npz_path, out_dir = Path(npz_path), Path(out_dir)
     table = npz.read_factors(npz_path)
     check_factor_table(table, npz_path)
@@ -145,6 +153,7 @@ def write_shards(
         source=(source, source_md5, source_sha256),
         compression=(compression, compression_level),
         show_progress=show_progress,
+        force=force,
     )
 
 
@@ -187,13 +196,14 @@ def _write_folder(
     source: tuple[str, str, str],
     compression: tuple[str, int],
     show_progress: bool,
+    force: bool = False,
 ) -> Manifest:
     """Write ``blocks`` of images as consecutive shards plus the manifest, atomically."""
     num_images = len(latents_classes)
     method, level = compression
     entries = []
     with (
-        atomic_path(out_dir, directory=True) as staging,
+        atomic_path(out_dir, directory=True, force=force) as staging,
         tqdm(total=num_images, unit="img", unit_scale=True, desc="shard", disable=not show_progress) as bar,
     ):
         start = 0
@@ -236,38 +246,68 @@ def _write_folder(
     return manifest
 
 
+_RESTORE = "Restore it with `dvc checkout data/shards` or rebuild with `dvc repro -f shard`."
+
+
 def read_manifest(shard_dir: str | os.PathLike) -> Manifest:
+    """The manifest, checked as a whole (see the module docstring); ``ShardError`` otherwise."""
     path = Path(shard_dir) / MANIFEST_NAME
     if not path.exists():
         raise ShardError(f"{path} not found: create the shards with `dvc repro shard`.")
     try:
-        return Manifest.from_json(json.loads(path.read_text()))
-    except (ValueError, TypeError, KeyError) as error:
-        raise ShardError(f"{path} is not a valid manifest ({error}); rerun `dvc repro shard`.") from None
+        data = json.loads(path.read_text())
+        manifest = Manifest.from_json(data)
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        raise ShardError(f"{path} is not a valid manifest ({error}). {_RESTORE}") from None
+    if manifest.format_version != FORMAT_VERSION:
+        raise ShardError(
+            f"{path} has format {manifest.format_version}, this bvae reads format {FORMAT_VERSION}: "
+            "rebuild the shards with `dvc repro -f shard`."
+        )
+    if data.get("digest") != manifest.digest:
+        raise ShardError(f"{path} was edited: its digest does not match its content. {_RESTORE}")
+    _check_layout(manifest, path)
+    return manifest
+
+
+def _check_layout(manifest: Manifest, path: Path) -> None:
+    """What a consistent digest alone cannot promise: dSprites' layout, in-folder files, order."""
+    if manifest.image_shape != npz.IMAGE_SHAPE:
+        raise ShardError(
+            f"{path}: image_shape {list(manifest.image_shape)} is not dSprites' 64×64. {_RESTORE}"
+        )
+    if manifest.factor_names != factors.FACTOR_NAMES or manifest.factor_sizes != factors.FACTOR_SIZES:
+        raise ShardError(f"{path}: the factor grid is not dSprites'. {_RESTORE}")
+    start = 0
+    for entry in manifest.shards:
+        if not _SHARD_NAME.match(entry.file):
+            raise ShardError(
+                f"{path}: shard file {entry.file!r} is not a shard-NNNNN.h5 inside the folder. {_RESTORE}"
+            )
+        if entry.start != start or entry.count < 1:
+            raise ShardError(
+                f"{path}: shard {entry.file} covers images {entry.start}..{entry.start + entry.count - 1}, "
+                f"but the shards must run in order from 0 and this one must start at {start}. {_RESTORE}"
+            )
+        start += entry.count
+    if start != manifest.num_images:
+        raise ShardError(f"{path}: the shards hold {start} images, num_images says {manifest.num_images}")
 
 
 def verify_shards(shard_dir: str | os.PathLike, manifest: Manifest) -> None:
-    """Check that every shard exists, has its recorded SHA-256, and the ranges tile the grid."""
+    """Check that every shard exists and has its recorded SHA-256 (the manifest's own checks
+    ran in :func:`read_manifest`)."""
     shard_dir = Path(shard_dir)
-    expected_start = 0
     for entry in manifest.shards:
         path = shard_dir / entry.file
         if not path.exists():
             raise ShardError(f"shard {path} is missing; restore it with `dvc checkout` or `dvc repro shard`.")
-        if entry.start != expected_start:
-            raise ShardError(
-                f"{shard_dir / MANIFEST_NAME}: shard {entry.file} starts at {entry.start}, "
-                f"expected {expected_start}"
-            )
         digest = file_digest(path)
         if digest != entry.sha256:
             raise ShardError(
                 f"shard {path} is corrupted: SHA-256 {digest} != manifest {entry.sha256}. "
                 "Restore it with `dvc checkout data/shards` or rebuild with `dvc repro -f shard`."
             )
-        expected_start += entry.count
-    if expected_start != manifest.num_images:
-        raise ShardError(f"shards hold {expected_start} images, manifest says {manifest.num_images}")
 
 
 @dataclass(frozen=True)
@@ -340,6 +380,12 @@ def load_dataset(
             stop = entry.start + entry.count
             try:
                 with h5py.File(shard_dir / entry.file, "r") as shard:
+                    if shard.attrs.get("start") != entry.start or len(shard["images"]) != entry.count:
+                        raise ShardError(
+                            f"shard {shard_dir / entry.file} holds images {shard.attrs.get('start')}.. "
+                            f"({len(shard['images'])}), the manifest says {entry.start}.. ({entry.count}). "
+                            + _RESTORE
+                        )
                     futures += _read_images(shard["images"], images[entry.start : stop], executor)
                     shard["latents_classes"].read_direct(classes[entry.start : stop])
                     shard["latents_values"].read_direct(values[entry.start : stop])

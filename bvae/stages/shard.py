@@ -21,6 +21,7 @@ def run_shard(
     out_dir: str | os.PathLike = DEFAULT_SHARDS,
     *,
     show_progress: bool = True,
+    force: bool = False,
 ) -> Manifest:
     record = read_record(npz_path)
     manifest = write_shards(
@@ -33,6 +34,7 @@ def run_shard(
         compression=config.compression,
         compression_level=config.compression_level,
         show_progress=show_progress,
+        force=force,
     )
     log.info(
         "%d images (%s) in %d shards at %s, digest %s",

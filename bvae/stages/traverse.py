@@ -21,7 +21,7 @@ from bvae.config import Params, TraverseConfig
 from bvae.data import factors
 from bvae.data.ground_truth import DSprites
 from bvae.data.shards import load_dataset
-from bvae.fileio import atomic_path, write_json
+from bvae.fileio import atomic_path, check_output_folder, write_json
 from bvae.model_file import load_model
 from bvae.models import BetaVAE, select_device
 from bvae.representations import torch_encoder
@@ -120,12 +120,17 @@ def render_reports(
 
 
 def run_traverse(
-    params: Params, paths: TraversePaths = TraversePaths(), model: BetaVAE | None = None
+    params: Params,
+    paths: TraversePaths = TraversePaths(),
+    model: BetaVAE | None = None,
+    *,
+    force: bool = False,
 ) -> dict:
     config = params.traverse
+    check_output_folder(paths.out_dir, force=force)  # before the data load
     data = DSprites(load_dataset(paths.shards).images)
     model = model or load_model(paths.model)
-    with atomic_path(paths.out_dir, directory=True) as staging:
+    with atomic_path(paths.out_dir, directory=True, force=force) as staging:
         report = render_reports(model, data, config, staging, paths.curves)
     write_json(paths.latents, report)
     with atomic_path(paths.latents_markdown) as temporary:

@@ -265,7 +265,15 @@ def log_artifact(run: RunHandle, path: str | os.PathLike, artifact_path: str | N
 
 
 def log_artifacts(run: RunHandle, folder: str | os.PathLike, artifact_path: str | None = None) -> None:
-    _client(run.tracking_uri).log_artifacts(run.run_id, str(folder), artifact_path)
+    """Every file of an output folder but bvae's own marker (``fileio.OUTPUT_MARKER``)."""
+    from bvae.fileio import OUTPUT_MARKER
+
+    client, folder = _client(run.tracking_uri), Path(folder)
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.name != OUTPUT_MARKER:
+            subfolder = path.parent.relative_to(folder).as_posix()
+            prefix = "/".join(part for part in (artifact_path, subfolder) if part and part != ".")
+            client.log_artifact(run.run_id, str(path), prefix or None)
 
 
 def log_table(run: RunHandle, columns: Mapping[str, list], artifact_file: str) -> None:

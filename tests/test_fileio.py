@@ -1,0 +1,99 @@
+"""Output folders: bvae replaces only what it wrote, whole, and never a user's folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bvae.cli import EXIT_BAD_INPUT, main
+from bvae.fileio import OUTPUT_MARKER, OutputFolderError, atomic_path
+
+
+def user_files(folder: Path) -> dict[str, bytes]:
+    """A folder of someone's files, hidden ones and a sub-folder included; returns its contents."""
+    (folder / "notes").mkdir(parents=True)
+    (folder / "thesis.tex").write_text("years of work")
+    (folder / ".env").write_text("SECRET=1")
+    (folder / "notes" / "todo.md").write_text("- everything")
+    return snapshot(folder)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def write_folder(path: Path, name: str, **options) -> None:
+    with atomic_path(path, directory=True, **options) as staging:
+        (staging / name).write_text(name)
+
+
+def test_a_new_folder_gets_the_marker_and_a_marked_folder_is_replaced_whole(tmp_path):
+    out = tmp_path / "out"
+    write_folder(out, "first.png")
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "first.png"]
+    write_folder(out, "second.png")
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "second.png"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # nothing left aside
+
+
+def test_an_empty_folder_is_used_and_a_users_folder_is_refused_untouched(tmp_path):
+    (tmp_path / "empty").mkdir()
+    write_folder(tmp_path / "empty", "a.png")
+    assert (tmp_path / "empty" / "a.png").exists()
+    before = user_files(tmp_path / "mine")
+    with pytest.raises(OutputFolderError, match=r"mine already holds files that bvae did not write.*--force"):
+        write_folder(tmp_path / "mine", "a.png")
+    assert snapshot(tmp_path / "mine") == before
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputFolderError, match="is not a folder"):
+        write_folder(tmp_path / "file", "a.png")
+    write_folder(tmp_path / "mine", "a.png", force=True)  # asked for explicitly
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == [OUTPUT_MARKER, "a.png"]
+
+
+def test_a_failure_midway_leaves_the_old_folder_whole(tmp_path):
+    out = tmp_path / "out"
+    write_folder(out, "old.png")
+    with pytest.raises(RuntimeError, match="boom"), atomic_path(out, directory=True) as staging:
+        (staging / "new.png").write_text("half")
+        raise RuntimeError("boom")
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "old.png"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+@pytest.mark.parametrize("where", [".", "..", "home", "/"])
+def test_the_working_directory_its_parents_home_and_root_are_refused_even_with_force(
+    tmp_path, monkeypatch, where
+):
+    work = tmp_path / "home" / "work"
+    before = user_files(work)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(work)
+    target = {"home": str(tmp_path / "home")}.get(where, where)
+    with pytest.raises(OutputFolderError, match="refusing to use .* as an output folder"):
+        write_folder(Path(target), "a.png", force=True)
+    assert snapshot(work) == before
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["pull", "bvae-dsprites@champion"],
+        ["traverse", "models/model.pt"],
+        ["shard"],
+    ],
+)
+@pytest.mark.parametrize("out", [".", "..", "mine"])
+def test_commands_refuse_a_users_folder_before_doing_anything(tmp_path, monkeypatch, capsys, command, out):
+    """`--out .` once emptied the working directory; now nothing is touched or contacted."""
+    work = tmp_path / "work"
+    user_files(work)
+    user_files(work / "mine")
+    before = snapshot(tmp_path)
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # never reached
+    assert main([*command, "--out", out]) == EXIT_BAD_INPUT
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and ("as an output folder" in error or "did not write" in error)
+    assert snapshot(tmp_path) == before
