@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bvae.data.download import OFFICIAL_MD5, OFFICIAL_URLS
 from bvae.models import ModelConfig
@@ -115,6 +115,12 @@ class TraverseConfig(_Section):
     gif_frame_ms: int = Field(120, ge=10)
     seed: int = Field(0, ge=0)
     device: str = "auto"
+
+    @model_validator(mode="after")
+    def _low_below_high(self) -> TraverseConfig:
+        if self.mode == "linear" and not self.low < self.high:
+            raise ValueError(f"low must be below traverse.high ({self.high}) for a linear traversal")
+        return self
 
 
 class RegisterConfig(_Section):

@@ -9,6 +9,7 @@ directory, its parents, the home folder and ``/`` are never replaced.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -73,12 +74,15 @@ def atomic_path(path: str | os.PathLike, *, directory: bool = False, force: bool
     if directory:
         check_output_folder(path, force=force)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
+    prefix = f".{path.name}.bvae-{os.getpid()}-"  # the owner's pid: see remove_stale_temporaries
     if directory:
-        temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        temporary = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
     else:
-        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        handle, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
         os.close(handle)
         temporary = Path(name)
+    _apply_umask(temporary, directory)
     try:
         yield temporary
         if directory:
@@ -97,12 +101,56 @@ def atomic_path(path: str | os.PathLike, *, directory: bool = False, force: bool
         raise
 
 
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Delete the temporaries a killed bvae process left beside ``path`` (``kill -9`` midway
+    through a write); those of a process still running are left alone. Returns what went."""
+    removed = []
+    for candidate in path.parent.glob(f".{glob.escape(path.name)}.bvae-*-*"):
+        owner = candidate.name[len(path.name) + 7 :].split("-", 1)[0]
+        if candidate.suffix not in (".tmp", ".old") or not owner.isdigit() or _alive(int(owner)):
+            continue
+        if candidate.is_dir() and not candidate.is_symlink():
+            shutil.rmtree(candidate, ignore_errors=True)
+        else:
+            candidate.unlink(missing_ok=True)
+        removed.append(candidate)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def _apply_umask(temporary: Path, directory: bool) -> None:
+    """mkstemp / mkdtemp create 0600 / 0700; an output gets the modes the user's umask gives."""
+    os.chmod(temporary, (0o777 if directory else 0o666) & ~_umask())
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (Linux); elsewhere set and restored."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _swap_folder(new: Path, path: Path) -> None:
     """Put the folder ``new`` at ``path``: the old folder goes aside first and is deleted last."""
     if not path.exists():
         os.replace(new, path)
         return
-    aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+    aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.bvae-{os.getpid()}-", suffix=".old", dir=path.parent))
     os.replace(path, aside)  # renaming onto the empty folder just made: atomic
     os.replace(new, path)
     shutil.rmtree(aside)

@@ -156,12 +156,17 @@ def images_to_input(images: torch.Tensor) -> torch.Tensor:
     return images.float().unsqueeze(1)
 
 
-def select_device(requested: str = "auto") -> torch.device:
-    """``auto``: CUDA, then Apple MPS, then CPU."""
+def select_device(requested: str = "auto", key: str = "train.device") -> torch.device:
+    """``auto``: CUDA, then Apple MPS, then CPU. ``key`` names the setting in errors."""
     if requested != "auto":
-        device = torch.device(requested)
+        try:
+            device = torch.device(requested)
+        except RuntimeError:
+            raise ValueError(
+                f"{key} = {requested!r} is not a device: use auto, cpu, cuda, cuda:N or mps"
+            ) from None
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("train.device is cuda but no CUDA GPU is visible; use auto or cpu")
+            raise ValueError(f"{key} is {requested} but no CUDA GPU is visible; use auto or cpu")
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")

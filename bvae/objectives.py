@@ -71,6 +71,15 @@ def gaussian_nll(logits: torch.Tensor, images: torch.Tensor, std: float) -> torc
     return (squared / (2 * std**2)).mean() + pixels * math.log(std * math.sqrt(2 * math.pi))
 
 
+def reconstruction_nll(
+    likelihood: str, logits: torch.Tensor, images: torch.Tensor, gaussian_std: float
+) -> torch.Tensor:
+    """The model's own −log p(x|z): Bernoulli, or Gaussian with the fixed ``gaussian_std``."""
+    if likelihood == "bernoulli":
+        return bernoulli_nll(logits, images)
+    return gaussian_nll(logits, images, gaussian_std)
+
+
 def kl_per_latent(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(μ, σ²) ‖ N(0, 1)) per latent dimension, averaged over the batch (closed form)."""
     return 0.5 * (mean.pow(2) + logvar.exp() - logvar - 1.0).mean(dim=0)
@@ -94,10 +103,7 @@ def compute_loss(
 
     ``capacity`` is C for the capacity objective (see :func:`capacity_at`), ignored for β.
     """
-    if likelihood == "bernoulli":
-        reconstruction = bernoulli_nll(logits, images)
-    else:
-        reconstruction = gaussian_nll(logits, images, config.gaussian_std)
+    reconstruction = reconstruction_nll(likelihood, logits, images, config.gaussian_std)
     per_latent = kl_per_latent(mean.float(), logvar.float())
     kl = per_latent.sum()
     if config.kind == "beta":

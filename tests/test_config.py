@@ -53,6 +53,12 @@ def test_every_float_param_must_be_finite(section, key, value):
         params_from_mapping({section: {key: value}})
 
 
+def test_a_linear_traversal_must_go_from_low_to_high():
+    with pytest.raises(ParamsError, match=r"traverse.low = 3.0: must be below traverse.high \(-3.0\)"):
+        params_from_mapping({"traverse": {"low": 3.0, "high": -3.0}})
+    assert params_from_mapping({"traverse": {"mode": "quantile", "low": 3.0, "high": -3.0}})
+
+
 def test_config_is_frozen():
     params = params_from_mapping({})
     with pytest.raises(ValidationError):

@@ -97,3 +97,42 @@ def test_commands_refuse_a_users_folder_before_doing_anything(tmp_path, monkeypa
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and ("as an output folder" in error or "did not write" in error)
     assert snapshot(tmp_path) == before
+
+
+def test_what_a_killed_write_left_behind_is_removed_by_the_next_write(tmp_path):
+    """`kill -9` midway through `download` or `shard` left temporaries that stayed forever."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "dsprites.npz"
+    code = (
+        "import os, sys\n"
+        "from bvae.fileio import atomic_path\n"
+        "with atomic_path(sys.argv[1]) as temporary:\n"
+        "    temporary.write_bytes(b'x' * 1000)\n"
+        "    os.kill(os.getpid(), 9)\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(out)], check=False)
+    (left,) = tmp_path.iterdir()
+    assert left.name.startswith(".dsprites.npz.bvae-") and left.suffix == ".tmp"
+    with atomic_path(tmp_path / "other.npz"):  # another output's write leaves it alone
+        assert left.exists()
+    with atomic_path(out) as temporary:  # a write of the same output: while it runs, its own
+        temporary.write_bytes(b"new")  # temporary stays, the dead one is gone
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["other.npz", temporary.name])
+    assert out.read_bytes() == b"new"
+
+
+def test_outputs_get_the_modes_of_the_umask(tmp_path):
+    """mkstemp's 0600 once reached every output: others could not read a shared project."""
+    import os
+
+    previous = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "file.json") as temporary:
+            temporary.write_text("{}")
+        write_folder(tmp_path / "folder", "a.png")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "file.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o755

@@ -61,3 +61,8 @@ def test_config_validation_and_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             select_device("cuda")
+        for key in ("evaluate.device", "traverse.device"):  # each stage's own key, not train's
+            with pytest.raises(ValueError, match=f"^{key} is cuda but no CUDA GPU"):
+                select_device("cuda", key)
+    with pytest.raises(ValueError, match="evaluate.device = 'gpu0' is not a device"):
+        select_device("gpu0", "evaluate.device")

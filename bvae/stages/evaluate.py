@@ -24,10 +24,11 @@ from bvae.data.shards import load_dataset
 from bvae.fileio import write_json
 from bvae.metrics import compute_all, metric_sizes
 from bvae.metrics.sampling import factor_representation
-from bvae.model_file import load_model
+from bvae.model_file import model_from_state
 from bvae.models import BetaVAE, images_to_input, select_device
-from bvae.objectives import bernoulli_nll, kl_per_latent
+from bvae.objectives import kl_per_latent, reconstruction_nll
 from bvae.representations import EncodedTable, pixel_baseline, torch_encoder
+from bvae.training import load_trusted
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,18 @@ class EvaluatePaths:
 
 @torch.inference_mode()
 def heldout_figures(
-    model: BetaVAE, images: np.ndarray, device: torch.device, seed: int, batch_size: int
+    model: BetaVAE,
+    images: np.ndarray,
+    device: torch.device,
+    seed: int,
+    batch_size: int,
+    gaussian_std: float = 0.1,
 ) -> dict[str, float]:
-    """Reconstruction and KL in nats/image on ``images``, one posterior sample each (ELBO terms)."""
+    """Reconstruction and KL in nats/image on ``images``, one posterior sample each (ELBO terms).
+
+    The reconstruction is under the model's own likelihood (``model.likelihood``; a Gaussian
+    one with the ``gaussian_std`` it was trained with), so it is the ELBO term it optimised.
+    """
     generator = torch.Generator(device=device).manual_seed(seed)
     model = model.to(device).to(memory_format=torch.contiguous_format).eval()
     reconstruction, kl, count = 0.0, 0.0, 0
@@ -52,7 +62,8 @@ def heldout_figures(
         batch = images_to_input(torch.from_numpy(images[start : start + batch_size]).to(device))
         mean, logvar = model.encode(batch)
         logits = model.decode(BetaVAE.reparameterize(mean, logvar, generator))
-        reconstruction += bernoulli_nll(logits, batch).item() * len(batch)
+        nll = reconstruction_nll(model.config.likelihood, logits, batch, gaussian_std)
+        reconstruction += nll.item() * len(batch)
         kl += kl_per_latent(mean, logvar).sum().item() * len(batch)
         count += len(batch)
     return {
@@ -84,7 +95,7 @@ def _score(name: str, ground_truth, represent, config: EvaluateConfig, seconds: 
 def run_evaluate(params: Params, paths: EvaluatePaths = EvaluatePaths(), *, score_model: bool = True) -> dict:
     """Compute every configured figure, write ``reports/metrics.json``, log it to MLflow."""
     config = params.evaluate
-    device = select_device(config.device)
+    device = select_device(config.device, "evaluate.device")
     ground_truth = DSprites(load_dataset(paths.shards).images)
     report: dict = {}
     seconds: dict[str, float] = {}
@@ -110,7 +121,10 @@ def run_evaluate(params: Params, paths: EvaluatePaths = EvaluatePaths(), *, scor
             table.encode_all()
         return table
 
-    model = load_model(paths.model) if score_model else None
+    if score_model and not paths.model.exists():
+        raise FileNotFoundError(f"{paths.model} not found: run the train stage first (`dvc repro train`).")
+    state = load_trusted(paths.model) if score_model else None
+    model = model_from_state(state) if state is not None else None
     if model is not None:
         table = encoded_table(model)
         report["model"] = {
@@ -131,6 +145,7 @@ def run_evaluate(params: Params, paths: EvaluatePaths = EvaluatePaths(), *, scor
             device,
             config.seed,
             config.encode_batch_size,
+            gaussian_std=state["config"]["objective"]["gaussian_std"],
         )
         report["model_images_encoded"] = table.num_encoded
     latent_dim = model.config.latent_dim if model is not None else params.model.latent_dim

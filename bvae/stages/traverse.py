@@ -68,7 +68,7 @@ def render_reports(
 ) -> dict:
     """Write every image into ``out_dir`` and return the latent table (the renderer a pulled
     registry model uses too)."""
-    device = device or select_device(config.device)
+    device = device or select_device(config.device, "traverse.device")
     rng = np.random.default_rng(config.seed)
     encode, decode = torch_encoder(model, device), torch_decoder(model, device)
     sample = np.sort(rng.choice(len(data), size=config.sample_images, replace=False))
@@ -127,11 +127,12 @@ def run_traverse(
     force: bool = False,
 ) -> dict:
     config = params.traverse
-    check_output_folder(paths.out_dir, force=force)  # before the data load
+    check_output_folder(paths.out_dir, force=force)  # these two before the data load
+    device = select_device(config.device, "traverse.device")
     data = DSprites(load_dataset(paths.shards).images)
     model = model or load_model(paths.model)
     with atomic_path(paths.out_dir, directory=True, force=force) as staging:
-        report = render_reports(model, data, config, staging, paths.curves)
+        report = render_reports(model, data, config, staging, paths.curves, device)
     write_json(paths.latents, report)
     with atomic_path(paths.latents_markdown) as temporary:
         temporary.write_text(traversal.latent_table_markdown(report["latents"]))
