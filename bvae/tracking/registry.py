@@ -74,6 +74,23 @@ def _champion(client, name: str):
         return None
 
 
+def _set_alias(client, name: str, alias: str, version: str, attempts: int = 5) -> None:
+    """Point ``alias`` at ``version``. Two registrations setting the same alias at once can
+    collide in the server's database (a SQL store inserts the alias row twice, ``UNIQUE
+    constraint failed``); the alias is then set by the other writer, so setting it again wins."""
+    import time
+
+    for attempt in range(attempts):
+        try:
+            client.set_registered_model_alias(name, alias, version)
+            return
+        except Exception as error:  # noqa: BLE001 - only the collision is retried
+            collided = "UNIQUE constraint" in str(error) or "duplicate key" in str(error)
+            if not collided or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
 def repair_champion(client, name: str) -> str | None:
     """Point ``champion`` at the best version ever found worthy of it; returns that version."""
     eligible = [v for v in _versions(client, name) if v.tags.get(ELIGIBLE_TAG) == "true"]
@@ -83,7 +100,7 @@ def repair_champion(client, name: str) -> str | None:
     best = max(eligible, key=lambda v: (_value(v), -int(v.version)))
     current = _champion(client, name)
     if current is None or str(current.version) != str(best.version):
-        client.set_registered_model_alias(name, CHAMPION, str(best.version))
+        _set_alias(client, name, CHAMPION, str(best.version))
     return str(best.version)
 
 
@@ -92,7 +109,7 @@ def _gate(client, name: str, number: str, selection_value: float, margin: float)
     current = _champion(client, name)
     if current is None or selection_value > _value(current) + margin:
         client.set_model_version_tag(name, number, ELIGIBLE_TAG, "true")
-        client.set_registered_model_alias(name, CHAMPION, number)
+        _set_alias(client, name, CHAMPION, number)
     return repair_champion(client, name)
 
 
@@ -141,7 +158,7 @@ def register(
     number = str(mlflow.register_model(model_uri, name, tags=all_tags).version)
     if description:
         client.update_model_version(name, number, description=description)
-    client.set_registered_model_alias(name, CANDIDATE, number)
+    _set_alias(client, name, CANDIDATE, number)
     champion = (
         _gate(client, name, number, selection_value, margin) if promote else repair_champion(client, name)
     )
@@ -168,7 +185,7 @@ def promote(name: str, version: str | int, margin: float, uri: str | None = None
         raise RegistryError(
             f"{name} version {number} has no selection_value tag: it was not registered by bvae"
         )
-    client.set_registered_model_alias(name, CANDIDATE, number)
+    _set_alias(client, name, CANDIDATE, number)
     champion = _gate(client, name, number, _value(found), margin)
     return Registration(name, number, False, champion == number, champion, _value(found))
 
