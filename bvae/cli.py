@@ -46,7 +46,7 @@ def _cmd_shard(args: argparse.Namespace) -> int:
     from bvae.fileio import check_output_folder
     from bvae.stages.shard import run_shard
 
-    check_output_folder(args.out, force=args.force)  # before any work
+    check_output_folder(args.out, force=args.force)  # before the params and the npz are read
     run_shard(_params(args).shard, args.npz, args.out, show_progress=not args.quiet, force=args.force)
     return 0
 
@@ -106,9 +106,7 @@ def _cmd_register(args: argparse.Namespace) -> int:
 
 def _cmd_pull(args: argparse.Namespace) -> int:
     from bvae.consume import pull
-    from bvae.fileio import check_output_folder
 
-    check_output_folder(args.out, force=args.force)  # before contacting the registry
     out = pull(args.reference, args.out, force=args.force)
     print(f"pulled {args.reference} into {out.resolve()}: model.pt, mlflow_model/, MODEL_CARD.md, card.json")
     return 0

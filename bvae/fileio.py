@@ -48,7 +48,7 @@ def check_output_folder(path: str | os.PathLike, *, force: bool = False) -> None
             f"refusing to use {given} ({target}) as an output folder: it is {reason}, and bvae "
             f"replaces its output folder whole. Name a folder of its own, e.g. {given / 'out'}."
         )
-    if not target.exists() and not target.is_symlink():
+    if not target.exists():
         return
     if not target.is_dir():
         raise OutputFolderError(f"{given} exists and is not a folder: remove it or choose another output.")
@@ -74,12 +74,11 @@ def atomic_path(path: str | os.PathLike, *, directory: bool = False, force: bool
     if directory:
         check_output_folder(path, force=force)
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
-    prefix = f".{path.name}.bvae-{os.getpid()}-"  # the owner's pid: see remove_stale_temporaries
+    _remove_stale_temporaries(path)
     if directory:
-        temporary = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
+        temporary = Path(tempfile.mkdtemp(prefix=_temporary_prefix(path), suffix=".tmp", dir=path.parent))
     else:
-        handle, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
+        handle, name = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=".tmp", dir=path.parent)
         os.close(handle)
         temporary = Path(name)
     _apply_umask(temporary, directory)
@@ -101,10 +100,14 @@ def atomic_path(path: str | os.PathLike, *, directory: bool = False, force: bool
         raise
 
 
-def remove_stale_temporaries(path: Path) -> list[Path]:
+def _temporary_prefix(path: Path) -> str:
+    """``.NAME.bvae-PID-``: a temporary beside ``path`` that names the process writing it."""
+    return f".{path.name}.bvae-{os.getpid()}-"
+
+
+def _remove_stale_temporaries(path: Path) -> None:
     """Delete the temporaries a killed bvae process left beside ``path`` (``kill -9`` midway
-    through a write); those of a process still running are left alone. Returns what went."""
-    removed = []
+    through a write); those of a process still running are left alone."""
     for candidate in path.parent.glob(f".{glob.escape(path.name)}.bvae-*-*"):
         owner = candidate.name[len(path.name) + 7 :].split("-", 1)[0]
         if candidate.suffix not in (".tmp", ".old") or not owner.isdigit() or _alive(int(owner)):
@@ -113,8 +116,6 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
             shutil.rmtree(candidate, ignore_errors=True)
         else:
             candidate.unlink(missing_ok=True)
-        removed.append(candidate)
-    return removed
 
 
 def _alive(pid: int) -> bool:
@@ -150,7 +151,7 @@ def _swap_folder(new: Path, path: Path) -> None:
     if not path.exists():
         os.replace(new, path)
         return
-    aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.bvae-{os.getpid()}-", suffix=".old", dir=path.parent))
+    aside = Path(tempfile.mkdtemp(prefix=_temporary_prefix(path), suffix=".old", dir=path.parent))
     os.replace(path, aside)  # renaming onto the empty folder just made: atomic
     os.replace(new, path)
     shutil.rmtree(aside)

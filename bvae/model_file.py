@@ -13,10 +13,15 @@ from bvae.training import load_trusted
 
 def load_model(path: str | os.PathLike) -> BetaVAE:
     """The trained model (``torch.load(weights_only=True)``: tensors and plain data only)."""
+    return model_from_state(read_model_file(path))
+
+
+def read_model_file(path: str | os.PathLike) -> dict:
+    """The model file's contents: config (model, objective, train), weights, step, lineage."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run the train stage first (`dvc repro train`).")
-    return model_from_state(load_trusted(path))
+    return load_trusted(path)
 
 
 def model_from_state(state: dict) -> BetaVAE:

@@ -21,9 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests import servers
-from tests.helpers import REPO_ROOT, TINY_PARAMS, commit_all, copy_repository, run, set_params
-
-__all__ = ["REPO_ROOT", "refused_url"]
+from tests.helpers import TINY_PARAMS, commit_all, copy_repository, run, set_params
 
 # Subprocesses (bvae, dvc, mlflow) must come from this interpreter's environment, and nothing
 # may phone home.

@@ -45,17 +45,22 @@ def stop_all_servers() -> None:
         stop_group(group, stop_signal, grace_s=5.0)
 
 
-def group_members(group: int) -> list[int]:
-    """Live (non-zombie) processes whose process group is ``group``, read from /proc."""
-    members = []
+def live_processes() -> dict[int, tuple[int, int]]:
+    """Every live (non-zombie) process: pid -> (parent pid, process group), read from /proc."""
+    found = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            state, parent, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
             continue
-        if int(fields[2]) == group and fields[0] != "Z":
-            members.append(int(stat.parent.name))
-    return members
+        if state != "Z":
+            found[int(stat.parent.name)] = (int(parent), int(group))
+    return found
+
+
+def group_members(group: int) -> list[int]:
+    """Live processes whose process group is ``group``."""
+    return [pid for pid, (_, member_of) in live_processes().items() if member_of == group]
 
 
 def free_port() -> int:

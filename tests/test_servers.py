@@ -7,37 +7,21 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.helpers import REPO_ROOT
-from tests.servers import group_members
+from tests.servers import group_members, live_processes
 
 
 def descendants(root: int) -> set[int]:
-    """Every live process below ``root`` (by parent pid, read from /proc)."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            parents[int(stat.parent.name)] = int(fields[1])
+    """Every live process below ``root``, by parent pid."""
+    parents = {pid: parent for pid, (parent, _) in live_processes().items()}
     found, frontier = set(), {root}
     while frontier:
         frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
         found |= frontier
     return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 @pytest.mark.slow
@@ -72,5 +56,5 @@ def test_an_interrupted_pytest_leaves_no_server_running(tmp_path, signal_number,
         log.close()
     left = {group: group_members(group) for group in groups}
     assert not any(left.values()), left
-    assert not [pid for pid in processes if alive(pid)]
+    assert not processes & set(live_processes())
     assert child.returncode == pytest.ExitCode.INTERRUPTED, (tmp_path / "child.log").read_text()[-3000:]

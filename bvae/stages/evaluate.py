@@ -24,11 +24,10 @@ from bvae.data.shards import load_dataset
 from bvae.fileio import write_json
 from bvae.metrics import compute_all, metric_sizes
 from bvae.metrics.sampling import factor_representation
-from bvae.model_file import model_from_state
+from bvae.model_file import model_from_state, read_model_file
 from bvae.models import BetaVAE, images_to_input, select_device
 from bvae.objectives import kl_per_latent, reconstruction_nll
 from bvae.representations import EncodedTable, pixel_baseline, torch_encoder
-from bvae.training import load_trusted
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +120,7 @@ def run_evaluate(params: Params, paths: EvaluatePaths = EvaluatePaths(), *, scor
             table.encode_all()
         return table
 
-    if score_model and not paths.model.exists():
-        raise FileNotFoundError(f"{paths.model} not found: run the train stage first (`dvc repro train`).")
-    state = load_trusted(paths.model) if score_model else None
+    state = read_model_file(paths.model) if score_model else None
     model = model_from_state(state) if state is not None else None
     if model is not None:
         table = encoded_table(model)

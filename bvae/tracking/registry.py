@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,8 +79,6 @@ def _set_alias(client, name: str, alias: str, version: str, attempts: int = 5) -
     """Point ``alias`` at ``version``. Two registrations setting the same alias at once can
     collide in the server's database (a SQL store inserts the alias row twice, ``UNIQUE
     constraint failed``); the alias is then set by the other writer, so setting it again wins."""
-    import time
-
     for attempt in range(attempts):
         try:
             client.set_registered_model_alias(name, alias, version)
