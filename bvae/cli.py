@@ -10,20 +10,13 @@ import argparse
 import json
 import logging
 import os
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from bvae import __version__
-
-# Nothing phones home: MLflow and Prefect look up telemetry hosts in every process otherwise.
-TELEMETRY_OFF = {
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "DO_NOT_TRACK": "1",
-    "DVC_NO_ANALYTICS": "1",
-}
+from bvae.errors import EXIT_BAD_INPUT, EXIT_RETRY_LATER, BadInput, Transient
+from bvae.telemetry import TELEMETRY_OFF
 
 
 def _params(args: argparse.Namespace):
@@ -52,20 +45,13 @@ def _cmd_shard(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from bvae.stages.train import TrainPaths, remove_checkpoint, run_train
+    from bvae.distributed import relaunch_under_torchrun
+    from bvae.stages.train import run_train
 
     params = _params(args)
-    nproc = params.train.nproc
-    if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        # Data-parallel: the same command on nproc processes, launched by torchrun (DDP).
-        launcher = [sys.executable, "-m", "torch.distributed.run"]  # torchrun, from this env
-        command = [*launcher, "--standalone", f"--nproc_per_node={nproc}", "-m", "bvae", *sys.argv[1:]]
-        logging.getLogger(__name__).info("train.nproc=%d: %s", nproc, " ".join(command))
-        return subprocess.run(command, check=False).returncode
-    paths = TrainPaths()
-    if args.fresh and os.environ.get("RANK", "0") == "0":
-        remove_checkpoint(paths)
-    run_train(params, paths, show_progress=not args.quiet)
+    if params.train.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return relaunch_under_torchrun(params.train.nproc, ["-m", "bvae", *sys.argv[1:]])
+    run_train(params, fresh=args.fresh, show_progress=not args.quiet)
     return 0
 
 
@@ -82,16 +68,11 @@ def _cmd_traverse(args: argparse.Namespace) -> int:
 
         run_traverse(_params(args), force=args.force)
         return 0
-    from bvae.consume import load
-    from bvae.data.ground_truth import DSprites
-    from bvae.fileio import atomic_path, check_output_folder
-    from bvae.stages.traverse import render_reports
+    from bvae.consume import traverse
+    from bvae.fileio import check_output_folder
 
-    check_output_folder(args.out, force=args.force)  # before the model and the data load
-    data = DSprites.from_shards(args.shards)
-    with atomic_path(args.out, directory=True, force=args.force) as staging:
-        report = render_reports(load(args.model), data, _params(args).traverse, staging)
-    (args.out / "latents.json").write_text(json.dumps(report, indent=2) + "\n")
+    check_output_folder(args.out, force=args.force)  # before params.yaml is read
+    traverse(args.model, args.shards, _params(args).traverse, args.out, force=args.force)
     print(args.out)
     return 0
 
@@ -113,40 +94,17 @@ def _cmd_pull(args: argparse.Namespace) -> int:
 
 
 def _cmd_encode(args: argparse.Namespace) -> int:
-    import numpy as np
+    from bvae.consume import encode_file
 
-    from bvae.consume import encode, load, read_images
-    from bvae.fileio import atomic_path
-
-    images, names = read_images(args.images)
-    mean, logvar = encode(load(args.model), images)
-    with atomic_path(args.out) as temporary:
-        with open(temporary, "wb") as stream:
-            np.savez(stream, latents_mean=mean, latents_logvar=logvar, names=np.array(names))
-    print(f"{len(images)} images -> {args.out} (latents_mean, latents_logvar, names)")
+    count = encode_file(args.model, args.images, args.out)
+    print(f"{count} images -> {args.out} (latents_mean, latents_logvar, names)")
     return 0
 
 
 def _cmd_verify_data(args: argparse.Namespace) -> int:
-    import time
+    from bvae.data.shards import verify_summary
 
-    from bvae.data.shards import load_dataset, read_manifest, verify_shards
-
-    manifest = read_manifest(args.shards)
-    verify_shards(args.shards, manifest)
-    summary = {
-        "shards": len(manifest.shards),
-        "images": manifest.num_images,
-        "source": manifest.source,
-        "digest": manifest.digest,
-    }
-    if args.load:
-        start = time.perf_counter()
-        dataset = load_dataset(args.shards, verify=False, show_progress=not args.quiet)
-        summary["load_seconds"] = round(time.perf_counter() - start, 2)
-        summary["resident_gib"] = round(dataset.images.nbytes / 2**30, 2)
-        summary["mean_pixel"] = float(dataset.images.mean(dtype="float64"))
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(verify_summary(args.shards, load=args.load, show_progress=not args.quiet), indent=2))
     return 0
 
 
@@ -250,42 +208,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Exit codes a scheduler can act on: 2 is bad input (fix it; retrying will not help),
-# 75 (EX_TEMPFAIL) a network failure worth retrying later.
-EXIT_BAD_INPUT, EXIT_RETRY_LATER = 2, 75
-
-
-def _transient_errors() -> tuple[type[BaseException], ...]:
-    from bvae.data.download import DownloadError
-    from bvae.tracking import TrackingError
-
-    return (DownloadError, TrackingError)
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from bvae.config import ParamsError
-    from bvae.consume import ImageInputError, PullError
-    from bvae.data.npz import NpzFormatError
-    from bvae.data.shards import ShardError
-    from bvae.fileio import OutputFolderError
-    from bvae.tracking.registry import RegistryError
-    from bvae.training import TrainingDiverged
-
-    return (
-        ImageInputError,
-        OutputFolderError,
-        TrainingDiverged,
-        ParamsError,
-        PullError,
-        RegistryError,
-        KeyError,
-        NpzFormatError,
-        ShardError,
-        FileNotFoundError,
-        ValueError,
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     for key, value in TELEMETRY_OFF.items():
         os.environ.setdefault(key, value)
@@ -295,14 +217,16 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    # Bad input exits 2, a transient failure 75 (with what to do, in one line); anything else
+    # is a bug and keeps its traceback (exit 1). --verbose shows every traceback.
     try:
         return args.handler(args)
-    except _transient_errors() as error:
+    except Transient as error:
         if args.verbose:
             raise
         print(f"bvae {args.command}: error (temporary, retry later): {error}", file=sys.stderr)
         return EXIT_RETRY_LATER
-    except _user_errors() as error:
+    except BadInput as error:
         if args.verbose:
             raise
         print(f"bvae {args.command}: error: {error}", file=sys.stderr)

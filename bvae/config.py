@@ -14,21 +14,78 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass
 
-from bvae.data.download import OFFICIAL_MD5, OFFICIAL_URLS
-from bvae.models import ModelConfig
-from bvae.objectives import ObjectiveConfig
-from bvae.training import TrainConfig
+from bvae.data.official import OFFICIAL_MD5, OFFICIAL_URLS
+from bvae.errors import BadInput
+from bvae.report_keys import figure_keys
 
 
-class ParamsError(ValueError):
+class ParamsError(BadInput, ValueError):
     """``params.yaml`` is missing, malformed, or holds a bad key or value."""
 
 
+# NaN or infinity is never a meaningful setting: it would train or score silently wrong.
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
 class _Section(BaseModel):
-    # NaN or infinity is never a meaningful setting: it would train or score silently wrong.
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(frozen=True, **_STRICT)
+
+
+# The model, objective and train sections are pydantic dataclasses: the core (models,
+# objectives, training) takes them as plain frozen dataclasses (``dataclasses.asdict`` works,
+# and checkpoints store them as dicts), and they validate wherever they are built.
+@dataclass(frozen=True, config=_STRICT)
+class ModelConfig:
+    """The architecture; saved inside every checkpoint and model file."""
+
+    architecture: Literal["conv", "mlp"] = "conv"
+    latent_dim: int = Field(10, ge=1, le=512)
+    likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, config=_STRICT)
+class ObjectiveConfig:
+    """The loss (bvae.objectives): β-VAE (Higgins et al. 2017) or capacity (Burgess et al. 2018)."""
+
+    kind: Literal["beta", "capacity"] = "beta"
+    beta: float = Field(4.0, ge=0)
+    gamma: float = Field(1000.0, ge=0)
+    capacity_max_nats: float = Field(25.0, ge=0)
+    capacity_steps: int = Field(100_000, ge=1)
+    gaussian_std: float = Field(0.1, gt=0)  # fixed decoder std of the Gaussian likelihood (pixels in [0, 1])
+
+
+@dataclass(frozen=True, config=_STRICT)
+class TrainConfig:
+    """The training loop (bvae.training)."""
+
+    steps: int = Field(3000, ge=1)
+    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(5e-4, gt=0, lt=1)  # Adam, as in Burgess et al. 2018
+    seed: int = Field(0, ge=0)
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")
+    checkpoint_every: int = Field(500, ge=1)
+    log_every: int = Field(50, ge=1)
+    compile: Literal["auto", "on", "off"] = "auto"  # auto: on for CUDA
+    bf16: Literal["auto", "on", "off"] = "auto"  # bf16 autocast; auto: on for CUDA with bf16
+    # NHWC tensors for the conv model: +34 % steps/s on a 2-core CPU (BENCHMARKS.md).
+    channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on for conv
+    threads: int = Field(0, ge=0)  # CPU threads for torch; 0: all cores
+    nproc: int = Field(1, ge=1)  # data-parallel processes (DDP); `bvae train` relaunches under torchrun
 
 
 class DataConfig(_Section):
@@ -86,7 +143,7 @@ class EvaluateConfig(_Section):
         "sap",
         "modularity",
     )
-    dci_estimator: Literal["gbt", "forest"] = "forest"
+    dci_estimator: Literal["gbt", "forest"] = "gbt"
     representations: tuple[Literal["mean", "sampled"], ...] = ("mean", "sampled")
     baselines: tuple[Literal["ground_truth", "pca", "ica", "untrained"], ...] = (
         "ground_truth",
@@ -116,11 +173,13 @@ class TraverseConfig(_Section):
     seed: int = Field(0, ge=0)
     device: str = "auto"
 
-    @model_validator(mode="after")
-    def _low_below_high(self) -> TraverseConfig:
-        if self.mode == "linear" and not self.low < self.high:
-            raise ValueError(f"low must be below traverse.high ({self.high}) for a linear traversal")
-        return self
+    @field_validator("high")
+    @classmethod
+    def _high_above_low(cls, high: float, info: ValidationInfo) -> float:
+        low = info.data.get("low")
+        if info.data.get("mode") == "linear" and low is not None and not low < high:
+            raise ValueError(f"must be above traverse.low ({low}) for a linear traversal")
+        return high
 
 
 class RegisterConfig(_Section):
@@ -133,7 +192,9 @@ class RegisterConfig(_Section):
 
 
 class Params(_Section):
-    """All of ``params.yaml``."""
+    """All of ``params.yaml``. ``registry.selection_metric`` is checked against the figures
+    the evaluate section will produce, so the gate's metric cannot be missing after hours of
+    training."""
 
     data: DataConfig = DataConfig()
     shard: ShardConfig = ShardConfig()
@@ -144,6 +205,19 @@ class Params(_Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     traverse: TraverseConfig = TraverseConfig()
     registry: RegisterConfig = RegisterConfig()
+
+    @model_validator(mode="after")
+    def _selection_metric_is_computed(self) -> Params:
+        keys = figure_keys(self.evaluate.metrics, self.evaluate.representations, self.evaluate.baselines)
+        if self.registry.selection_metric not in keys:
+            examples = ", ".join(sorted(key for key in keys if key.startswith("model."))[:4])
+            raise ValueError(
+                f"registry.selection_metric {self.registry.selection_metric!r} will not be in "
+                f"reports/metrics.json with evaluate.metrics {list(self.evaluate.metrics)} and "
+                f"evaluate.representations {list(self.evaluate.representations)}: name one of "
+                f"{examples}, … or add its metric to evaluate.metrics"
+            )
+        return self
 
 
 def _suggest(key: str, allowed: list[str]) -> str:
@@ -177,11 +251,9 @@ def _describe(error: ValidationError, source: str) -> str:
             lines.append(f"  {key}: unknown key{_suggest(str(location[-1]), allowed)}")
             continue
         message, value = item["msg"].removeprefix("Value error, "), item.get("input")
-        # A dataclass's __post_init__ reports against the whole section, naming the field
-        # first ("steps must be >= 1"): point at the field itself.
-        field, _, rest = message.partition(" ")
-        if isinstance(value, dict) and field in value and field in _keys_beside((*location, field)):
-            key, value, message = f"{key}.{field}", value[field], rest
+        if not location:  # a check across sections (Params' own validator) names its keys
+            lines.append(f"  {message}")
+            continue
         lines.append(f"  {key} = {value!r}: {message}")
     return (
         f"{source} is invalid:\n" + "\n".join(lines) + f"\nFix these keys in {source} "

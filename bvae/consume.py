@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bvae.errors import BadInput
 from bvae.fileio import atomic_path, check_output_folder, file_digest
 from bvae.model_file import load_model, weights_digest
 from bvae.models import BetaVAE
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 MODEL_FILE_ARTIFACT = "model_file/model.pt"
 
 
-class PullError(RuntimeError):
+class PullError(BadInput, RuntimeError):
     """What was downloaded does not match what the registry recorded."""
 
 
@@ -108,7 +109,7 @@ def load(reference: str | os.PathLike) -> BetaVAE:
         return load_model(pull(str(reference), Path(folder) / "model") / "model.pt")
 
 
-class ImageInputError(ValueError):
+class ImageInputError(BadInput, ValueError):
     """Images ``bvae encode`` cannot take as dSprites images; the message says what was found."""
 
 
@@ -198,3 +199,28 @@ def encode(model: BetaVAE, images: np.ndarray, batch_size: int = 1024) -> tuple[
     """
     binary = binary_images(np.asarray(images), "images")
     return torch_encoder(model, torch.device("cpu"), batch_size)(binary)
+
+
+def encode_file(reference: str, images_path: str | os.PathLike, out_path: str | os.PathLike) -> int:
+    """``bvae encode``: the images' latents into an npz (``latents_mean``, ``latents_logvar``,
+    ``names``), written atomically; returns the number of images. The images are read and
+    checked before the model is loaded."""
+    images, names = read_images(images_path)
+    mean, logvar = encode(load(reference), images)
+    with atomic_path(out_path) as temporary, open(temporary, "wb") as stream:
+        np.savez(stream, latents_mean=mean, latents_logvar=logvar, names=np.array(names))
+    return len(images)
+
+
+def traverse(reference: str, shards: Path, config, out_dir: Path, *, force: bool = False) -> dict:
+    """``bvae traverse MODEL --out DIR``: the traverse stage's reports for any model (a pulled
+    folder, a ``model.pt`` or ``models:/NAME@ALIAS``), with its latent table, in ``out_dir``."""
+    from bvae.data.ground_truth import DSprites
+    from bvae.stages.traverse import render_reports
+
+    check_output_folder(out_dir, force=force)  # before the model and the data load
+    data = DSprites.from_shards(shards)
+    with atomic_path(out_dir, directory=True, force=force) as staging:
+        report = render_reports(load(reference), data, config, staging)
+        (staging / "latents.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report

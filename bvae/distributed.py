@@ -7,12 +7,17 @@ stage code runs either way. Backend: NCCL on CUDA, gloo on CPU.
 
 from __future__ import annotations
 
+import logging
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from bvae.errors import InvalidSetting
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,7 @@ def world_from_env(env: dict[str, str] | None = None) -> World:
     env = dict(os.environ if env is None else env)
     size = int(env.get("WORLD_SIZE", "1"))
     if size < 1:
-        raise ValueError(f"WORLD_SIZE must be >= 1, got {size}")
+        raise InvalidSetting(f"WORLD_SIZE must be >= 1, got {size}")
     return World(int(env.get("RANK", "0")), int(env.get("LOCAL_RANK", "0")), size)
 
 
@@ -87,3 +92,12 @@ def mean_(tensor: torch.Tensor, world: World) -> torch.Tensor:
 def barrier(world: World) -> None:
     if world.distributed:
         dist.barrier()
+
+
+def relaunch_under_torchrun(nproc: int, module_argv: list[str]) -> int:
+    """Run ``python <module_argv>`` on ``nproc`` processes under torchrun (DDP), from this
+    environment's Python; returns its exit code. ``bvae train`` does this for ``train.nproc``."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    command = [*launcher, *module_argv]
+    logging.getLogger(__name__).info("train.nproc=%d: %s", nproc, " ".join(command))
+    return subprocess.run(command, check=False).returncode

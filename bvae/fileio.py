@@ -18,11 +18,13 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from bvae.errors import BadInput
+
 _CHUNK_BYTES = 1 << 22
 OUTPUT_MARKER = ".bvae-output"
 
 
-class OutputFolderError(ValueError):
+class OutputFolderError(BadInput, ValueError):
     """An output folder bvae refuses to replace; the message names it and the way out."""
 
 

@@ -16,32 +16,13 @@ an exported model for encoding and inspection needs; training samples through
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Literal
-
 import torch
 from torch import nn
 
+from bvae.config import ModelConfig
+from bvae.errors import InvalidSetting
+
 IMAGE_SIZE = 64
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """The architecture; saved inside every checkpoint and model file."""
-
-    # params.yaml validation rejects unknown keys, and NaN / infinity for every float
-    __pydantic_config__ = {"extra": "forbid", "allow_inf_nan": False}
-
-    architecture: Literal["conv", "mlp"] = "conv"
-    latent_dim: int = 10
-    likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.latent_dim <= 512:
-            raise ValueError(f"latent_dim must be between 1 and 512, got {self.latent_dim}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _conv_encoder(latent_dim: int) -> nn.Sequential:
@@ -162,11 +143,11 @@ def select_device(requested: str = "auto", key: str = "train.device") -> torch.d
         try:
             device = torch.device(requested)
         except RuntimeError:
-            raise ValueError(
+            raise InvalidSetting(
                 f"{key} = {requested!r} is not a device: use auto, cpu, cuda, cuda:N or mps"
             ) from None
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"{key} is {requested} but no CUDA GPU is visible; use auto or cpu")
+            raise InvalidSetting(f"{key} is {requested} but no CUDA GPU is visible; use auto or cpu")
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")

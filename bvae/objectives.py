@@ -16,35 +16,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class ObjectiveConfig:
-    # params.yaml validation rejects unknown keys, and NaN / infinity for every float
-    __pydantic_config__ = {"extra": "forbid", "allow_inf_nan": False}
-
-    kind: Literal["beta", "capacity"] = "beta"
-    beta: float = 4.0
-    gamma: float = 1000.0
-    capacity_max_nats: float = 25.0
-    capacity_steps: int = 100_000
-    gaussian_std: float = 0.1  # fixed decoder std for the Gaussian likelihood (pixels in [0, 1])
-
-    def __post_init__(self) -> None:
-        for name in ("beta", "gamma", "capacity_max_nats", "gaussian_std"):
-            if not math.isfinite(getattr(self, name)):  # NaN passes every comparison below
-                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
-        for name in ("beta", "gamma", "capacity_max_nats"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.capacity_steps < 1:
-            raise ValueError(f"capacity_steps must be >= 1, got {self.capacity_steps}")
-        if self.gaussian_std <= 0:
-            raise ValueError(f"gaussian_std must be > 0, got {self.gaussian_std}")
+from bvae.config import ObjectiveConfig
 
 
 @dataclass(frozen=True)

@@ -15,16 +15,17 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from bvae import distributed
+from bvae.config import TrainConfig
 from bvae.distributed import World
+from bvae.errors import BadInput, InvalidSetting
 from bvae.fileio import atomic_path
 from bvae.models import BetaVAE, ModelConfig, images_to_input, select_device
 from bvae.objectives import ObjectiveConfig, capacity_at, compute_loss
@@ -32,42 +33,8 @@ from bvae.objectives import ObjectiveConfig, capacity_at, compute_loss
 CHECKPOINT_FORMAT = 1
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(BadInput, RuntimeError):
     """The loss or the weights became NaN or infinite; the last checkpoint saved stays good."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    # params.yaml validation rejects unknown keys, and NaN / infinity for every float
-    __pydantic_config__ = {"extra": "forbid", "allow_inf_nan": False}
-
-    steps: int = 3000
-    batch_size: int = 64
-    learning_rate: float = 5e-4  # Adam, as in Burgess et al. 2018
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    checkpoint_every: int = 500
-    log_every: int = 50
-    compile: Literal["auto", "on", "off"] = "auto"  # auto: on for CUDA
-    bf16: Literal["auto", "on", "off"] = "auto"  # bf16 autocast; auto: on for CUDA with bf16
-    # NHWC tensors for the conv model: +34 % steps/s on a 2-core CPU (BENCHMARKS.md).
-    channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on for conv
-    threads: int = 0  # CPU threads for torch; 0: all cores
-    nproc: int = 1  # data-parallel processes (DDP); `bvae train` relaunches itself under torchrun
-
-    def __post_init__(self) -> None:
-        positive = ("steps", "batch_size", "checkpoint_every", "log_every")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 < self.learning_rate < 1:
-            raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
-        if self.nproc < 1:
-            raise ValueError(f"nproc must be >= 1, got {self.nproc}")
-        if self.threads < 0:
-            raise ValueError(f"threads must be >= 0, got {self.threads}")
-        if self.device.split(":")[0] not in ("auto", "cpu", "cuda", "mps"):
-            raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
 
 
 def _switch(setting: str, default: bool) -> bool:
@@ -98,7 +65,7 @@ class Trainer:
         self.model_config, self.objective, self.train_config = model_config, objective, train
         self.world = world = world or World()
         if train.batch_size % world.size:
-            raise ValueError(
+            raise InvalidSetting(
                 f"train.batch_size {train.batch_size} must be divisible by the {world.size} DDP "
                 "processes: change train.batch_size or the number of processes"
             )

@@ -28,8 +28,9 @@ from typing import Any
 
 import yaml
 
-from bvae.cli import EXIT_BAD_INPUT, TELEMETRY_OFF
 from bvae.config import Params, ParamsError, params_from_mapping
+from bvae.errors import EXIT_BAD_INPUT, EXIT_BUG
+from bvae.telemetry import TELEMETRY_OFF
 from bvae.tracking import tracking_uri
 
 log = logging.getLogger(__name__)
@@ -160,9 +161,16 @@ def _failure(name: str, code: int, tail: list[str]) -> ExperimentFailed:
     found = matches[-1] if matches else None  # the last failing stage stopped the run
     stage = found["stage"] if found else None
     stage_code = int(found["code"]) if found else None
-    permanent = stage_code == EXIT_BAD_INPUT
+    # bvae's exit codes: 2 bad input, 1 a bug (traceback above): neither passes on a retry.
+    permanent = stage_code in (EXIT_BAD_INPUT, EXIT_BUG)
     what = f"stage {stage!r} exited with {stage_code}" if stage else f"dvc exited with {code}"
-    advice = "fix the input named above; retrying will not help" if permanent else "may be transient"
+    advice = (
+        "fix the input named above; retrying will not help"
+        if stage_code == EXIT_BAD_INPUT
+        else "a bug in bvae, see the traceback above; retrying will not help"
+        if stage_code == EXIT_BUG
+        else "may be transient"
+    )
     return ExperimentFailed(
         f"DVC experiment {name!r} failed: {what} ({advice}). Output tail:\n{text}",
         stage=stage,

@@ -21,7 +21,7 @@ from pathlib import Path
 from prefect import serve
 from prefect.schedules import Cron, Interval
 
-from bvae.cli import TELEMETRY_OFF
+from bvae.telemetry import TELEMETRY_OFF
 from flows.retrain import retrain
 from flows.runners import RUNNERS, choose_runner
 from flows.sweep import DEFAULT_GRID, sweep

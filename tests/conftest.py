@@ -26,7 +26,7 @@ from tests.helpers import TINY_PARAMS, commit_all, copy_repository, run, set_par
 # Subprocesses (bvae, dvc, mlflow) must come from this interpreter's environment, and nothing
 # may phone home.
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-from bvae.cli import TELEMETRY_OFF  # noqa: E402
+from bvae.telemetry import TELEMETRY_OFF  # noqa: E402
 
 os.environ.update(TELEMETRY_OFF)
 

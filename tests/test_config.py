@@ -54,7 +54,7 @@ def test_every_float_param_must_be_finite(section, key, value):
 
 
 def test_a_linear_traversal_must_go_from_low_to_high():
-    with pytest.raises(ParamsError, match=r"traverse.low = 3.0: must be below traverse.high \(-3.0\)"):
+    with pytest.raises(ParamsError, match=r"traverse.high = -3.0: must be above traverse.low \(3.0\)"):
         params_from_mapping({"traverse": {"low": 3.0, "high": -3.0}})
     assert params_from_mapping({"traverse": {"mode": "quantile", "low": 3.0, "high": -3.0}})
 
@@ -72,3 +72,23 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("data: [unclosed")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(bad)
+
+
+def test_the_selection_metric_must_be_one_evaluate_will_compute(tmp_path, monkeypatch, capsys):
+    """A selection metric evaluate never computes once failed only in `register`, after train,
+    evaluate and traverse had run. Now `bvae train` stops before loading any data."""
+    with pytest.raises(ParamsError, match=r"'model.mean.factor_vae.eval_accuracy' will not be in"):
+        params_from_mapping({"evaluate": {"metrics": ["mig"]}})
+    with pytest.raises(ParamsError, match=r"'model.mean.mig.typo' will not be in"):
+        params_from_mapping({"registry": {"selection_metric": "model.mean.mig.typo"}})
+    for valid in ("model.sampled.dci.completeness", "baselines.pca.sap.sap_score", "heldout.kl_nats"):
+        assert (
+            params_from_mapping({"registry": {"selection_metric": valid}}).registry.selection_metric == valid
+        )
+    from bvae.cli import main
+    from bvae.errors import EXIT_BAD_INPUT
+
+    (tmp_path / "params.yaml").write_text("registry:\n  selection_metric: model.mean.nope\n")
+    monkeypatch.chdir(tmp_path)  # no data/shards here: the check must come first
+    assert main(["train", "-q"]) == EXIT_BAD_INPUT
+    assert "registry.selection_metric 'model.mean.nope' will not be in" in capsys.readouterr().err

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
+from bvae.cli import main
 from bvae.config import DataConfig
 from bvae.data import factors, npz, render
 from bvae.data.download import (
@@ -19,6 +21,7 @@ from bvae.data.download import (
     UnreachableError,
     download_verified,
 )
+from bvae.errors import EXIT_BAD_INPUT, EXIT_RETRY_LATER
 from bvae.stages.download import read_record, run_download
 from tests.conftest import refused_url
 
@@ -216,3 +219,39 @@ def test_pickled_metadata_needs_a_verified_checksum(tmp_path):
     with pytest.raises(npz.NpzFormatError, match="refusing to unpickle"):
         npz.read_metadata(path)
     assert npz.read_metadata(path, checksum_verified=True) == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    ("route", "exit_code"),
+    [
+        ("missing", EXIT_BAD_INPUT),  # 404: final, asking again will not help
+        ("wrong", EXIT_BAD_INPUT),  # other bytes than the checksum names: final
+        (None, EXIT_RETRY_LATER),  # refused connection: retry later
+    ],
+)
+def test_bvae_download_exit_code_says_whether_to_retry(
+    server, payloads, tmp_path, monkeypatch, capsys, route, exit_code
+):
+    """A 404 and a checksum mismatch once exited 75 and a scheduler retried them."""
+    url = server.url(route) if route else refused_url()
+    params = {"data": {"source": "official", "urls": [url], "md5": md5(payloads[0]), "retries": 0}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    assert main(["download", "-q", "--out", "raw/dsprites.npz"]) == exit_code
+    message = capsys.readouterr().err.strip()
+    assert message.startswith("bvae download: error") and "Traceback" not in message
+    assert not (tmp_path / "raw/dsprites.npz").exists()
+
+
+def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
+    """A builtin KeyError once printed as 'error: ...' with exit 2: a bug hidden as bad input."""
+    import bvae.stages.download
+
+    def broken(*args, **kwargs):
+        raise KeyError("imgs")
+
+    monkeypatch.setattr(bvae.stages.download, "run_download", broken)
+    (tmp_path / "params.yaml").write_text("{}\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(KeyError, match="imgs"):  # uncaught: Python prints it and exits 1
+        main(["download", "-q"])

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bvae.cli import EXIT_BAD_INPUT, main
+from bvae.cli import main
 from bvae.consume import ImageInputError, encode, read_images
 from bvae.data import factors, render
+from bvae.errors import EXIT_BAD_INPUT
 from bvae.models import BetaVAE, ModelConfig
 
 

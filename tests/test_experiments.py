@@ -64,6 +64,8 @@ def test_a_stage_that_rejects_its_input_is_permanent_others_are_retried():
         "e", 255, ["ERROR: failed to reproduce 'train': failed to run: bvae train, exited with 75"]
     )
     assert not transient.permanent and transient.stage == "train"
+    bug = _failure("e", 255, ["ERROR: failed to reproduce 'evaluate': failed to run: x, exited with 1"])
+    assert bug.permanent and "a bug in bvae" in str(bug)  # a traceback does not pass on a retry
     crashed = _failure("e", 1, ["Traceback ...", "RuntimeError: boom"])
     assert not crashed.permanent and crashed.stage is None
 

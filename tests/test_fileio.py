@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bvae.cli import EXIT_BAD_INPUT, main
+from bvae.cli import main
+from bvae.errors import EXIT_BAD_INPUT
 from bvae.fileio import OUTPUT_MARKER, OutputFolderError, atomic_path
 
 

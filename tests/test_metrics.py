@@ -22,6 +22,7 @@ from bvae.metrics import compute_all, metric_sizes
 from bvae.metrics.dci import completeness, disentanglement
 from bvae.metrics.discrete import entropy, histogram_discretize, mutual_information
 from bvae.metrics.sampling import factor_representation, table_representation
+from bvae.metrics.sap import score_matrix as sap_score_matrix
 
 DLIB = metric_sizes("dlib")
 FAST = metric_sizes("fast")
@@ -177,3 +178,50 @@ def test_discrete_helpers_match_their_definitions():
     assert binned.min() == 1 and binned.max() == 20  # np.digitize against the left edges
     assert completeness(np.eye(4)) == pytest.approx(1.0) and disentanglement(np.eye(4)) == pytest.approx(1.0)
     assert disentanglement(np.ones((4, 4))) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_constant_code_beside_the_factors(grid):
+    """An independent cross-check found both: with seed 2 the constant code's mutual
+    information rounded to 2.2e-16 and modularity scored it 1; SAP scored it 0, not chance."""
+
+    def with_constant(f, rng):
+        return np.concatenate([f.astype(float), np.full((len(f), 1), 0.3)], axis=1)
+
+    s = score(grid, with_constant, metrics=("modularity",), seed=2)
+    # Derived: the five factor codes score ≈ 1 as in the ground truth; a code with no
+    # information scores 0, as disentanglement_lib defines it: (5 · 1 + 0) / 6.
+    assert s["modularity"]["modularity"] == pytest.approx(5 / 6, abs=1e-3)
+    labels = np.random.default_rng(1).integers(0, 40, DLIB.train)
+    assert all(mutual_information(np.full(n, 7), labels[:n]) == 0.0 for n in range(9990, 10001))
+
+    rng = np.random.default_rng(1)
+    train_factors, test_factors = grid.sample_factors(DLIB.train, rng), grid.sample_factors(DLIB.test, rng)
+    constant_row = sap_score_matrix(
+        np.zeros((DLIB.train, 1)), train_factors, np.zeros((DLIB.test, 1)), test_factors
+    )[0]
+    # Derived: the constant code's SVM predicts one class everywhere, so it scores that class's
+    # share of the test points: chance, 1 / (number of values), as in disentanglement_lib.
+    for name, size, accuracy in zip(grid.factor_names, grid.factor_sizes, constant_row, strict=True):
+        assert accuracy == pytest.approx(1 / size, abs=0.3 / size), name
+
+
+def test_dci_default_is_dlibs_gbt_fitted_in_parallel_with_the_same_numbers(grid):
+    """The default was a random forest, whose numbers differ from disentanglement_lib's on
+    mixed codes; gbt (dlib's) is the default now, its per-factor fits run on all cores."""
+    from bvae.config import EvaluateConfig
+    from bvae.metrics import protocol
+    from bvae.metrics.dci import importance_matrix
+    from bvae.metrics.sampling import sample_codes_and_factors
+
+    assert EvaluateConfig().dci_estimator == "gbt"
+    mixed = rotate_pair(0, 1, np.pi / 4)
+    train_codes, train_factors = sample_codes_and_factors(grid, mixed, 400, np.random.default_rng(0))
+    test_codes, test_factors = sample_codes_and_factors(grid, mixed, 200, np.random.default_rng(1))
+    # Shape and scale only (3 and 6 classes): gbt fits a tree per class and stage.
+    data = (train_codes, train_factors[:, :2], test_codes, test_factors[:, :2])
+    one_by_one = importance_matrix(*data, estimator="gbt", n_jobs=1)
+    in_parallel = importance_matrix(*data, estimator="gbt", n_jobs=2)
+    assert np.array_equal(one_by_one[0], in_parallel[0]) and one_by_one[1:] == in_parallel[1:]
+    assert protocol("dlib", "gbt")["comparable_to_dlib"] is True
+    labelled = protocol("dlib", "forest")
+    assert labelled["comparable_to_dlib"] is False and "dci_estimator forest" in labelled["differs_from_dlib"]

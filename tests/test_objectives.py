@@ -77,10 +77,10 @@ def test_capacity_schedule_and_objective():
 
 
 def test_impossible_objectives_are_rejected():
-    with pytest.raises(ValueError, match="beta must be >= 0"):
+    with pytest.raises(ValueError, match=r"beta\n  Input should be greater than or equal to 0"):
         ObjectiveConfig(beta=-1.0)
     with pytest.raises(ValueError, match="capacity_steps"):
         ObjectiveConfig(capacity_steps=0)
     for name, value in [("beta", math.nan), ("gamma", math.inf), ("capacity_max_nats", -math.inf)]:
-        with pytest.raises(ValueError, match=f"{name} must be a finite number"):
+        with pytest.raises(ValueError, match=f"{name}\n  Input should be a finite number"):
             ObjectiveConfig(**{name: value})

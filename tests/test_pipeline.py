@@ -7,6 +7,8 @@ import os
 
 import pytest
 
+from bvae.report_keys import figure_keys
+from bvae.tracking import flatten
 from tests.helpers import copy_repository, derived_project, run, set_params
 
 
@@ -22,6 +24,7 @@ ALL_FIGURES = {
     "evaluate.representations": ["mean", "sampled"],
     "evaluate.baselines": ["ground_truth", "pca", "ica", "untrained"],
     "evaluate.baseline_fit_images": 2000,
+    "evaluate.dci_estimator": "forest",  # dlib's gbt is minutes on 2 cores; test_metrics has it
 }
 
 
@@ -87,6 +90,13 @@ def test_dvc_repro_evaluate_scores_model_and_baselines(pipeline_repo):
     expected_timings |= {"baselines.pca.fit", "baselines.ica.fit", "encoding"}
     assert set(report["seconds"]) == expected_timings
     assert all(seconds > 0 for seconds in report["seconds"].values())
+    numeric = {key for key, value in flatten(report).items() if not key.startswith(("seconds.", "protocol."))}
+    assert numeric == figure_keys(metrics, ("mean", "sampled"), report["baselines"])  # what params check
+    assert report["protocol"]["comparable_to_dlib"] is False
+    assert report["protocol"]["differs_from_dlib"] == (
+        "sample_sizes smoke (dlib: 10,000 / 5,000 points); "
+        "dci_estimator forest (dlib: gbt, gradient-boosted trees)"
+    )
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
     assert "reports/metrics.json" in shown[""]["data"]
     from mlflow import MlflowClient
@@ -98,6 +108,11 @@ def test_dvc_repro_evaluate_scores_model_and_baselines(pipeline_repo):
         == report["model"]["mean"]["factor_vae"]["eval_accuracy"]
     )
     assert logged["eval.baselines.ground_truth.mig.discrete_mig"] == truth["mig"]["discrete_mig"]
+    tags = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}").get_run(run_id).data.tags
+    assert (
+        tags["eval.protocol.dci_estimator"] == "forest"
+        and tags["eval.protocol.comparable_to_dlib"] == "False"
+    )
 
 
 @pytest.mark.slow

@@ -87,7 +87,8 @@ def swap_first_two_files(data):  # ranges kept in order, contents out of order
 )
 def test_an_edited_manifest_is_refused(full_shards, tmp_path, monkeypatch, capsys, change, redigest, message):
     """Each of these edits once passed `bvae verify-data --load` (131,072 images out of order)."""
-    from bvae.cli import EXIT_BAD_INPUT, main
+    from bvae.cli import main
+    from bvae.errors import EXIT_BAD_INPUT
 
     folder = tmp_path / "shards"  # the real shards (linked) beside an editable manifest
     folder.mkdir()

@@ -19,37 +19,46 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from bvae.errors import BadInput, Transient
+
 log = logging.getLogger(__name__)
 
-OFFICIAL_FILENAME = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
-OFFICIAL_MD5 = "7da33b31b13a06f4b04a70402ce90c2e"
-OFFICIAL_URLS = (
-    f"https://github.com/deepmind/dsprites-dataset/raw/master/{OFFICIAL_FILENAME}",
-    "https://github.com/deepmind/dsprites-dataset/raw/fa310c66517cfc1939d77fe17c725154efc97127/"
-    + OFFICIAL_FILENAME,
-    f"https://raw.githubusercontent.com/deepmind/dsprites-dataset/master/{OFFICIAL_FILENAME}",
-)
 _CHUNK_BYTES = 1 << 16
 
 
 class DownloadError(RuntimeError):
-    """A download that did not produce a verified file; the message says what to do."""
+    """A download that did not produce a verified file; the message says what to do.
+
+    Each subclass is also :class:`Transient` (retry later: exit 75) or :class:`BadInput` (final:
+    the URL or the checksum in params.yaml must change; exit 2)."""
 
 
-class UnreachableError(DownloadError):
+class UnreachableError(DownloadError, Transient):
     """No connection could be made (DNS failure, refused connection, time-out)."""
 
 
 class HTTPStatusError(DownloadError):
-    """The server answered with an error status (404, 403, 5xx...)."""
+    """The server answered with an error status."""
 
 
-class TruncatedError(DownloadError):
+class ServerFailedError(HTTPStatusError, Transient):
+    """HTTP 5xx: the server failed this time."""
+
+
+class NotServedError(HTTPStatusError, BadInput):
+    """HTTP 4xx (404, 403...): the server will not give this URL; asking again will not help."""
+
+
+class TruncatedError(DownloadError, Transient):
     """The server closed the connection before sending every byte it announced."""
 
 
-class ChecksumMismatchError(DownloadError):
-    """The bytes arrived but their MD5 is not the expected one."""
+class ChecksumMismatchError(DownloadError, BadInput):
+    """The bytes arrived but their MD5 is not the expected one (final: other bytes, not bad luck)."""
+
+
+class NoMirrorError(DownloadError, BadInput):
+    """No URL was given."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +89,8 @@ def _fetch_once(url: str, part: Path, timeout_s: float, show_progress: bool) -> 
     except urllib.error.HTTPError as error:
         if error.code == 416 and have:  # the range starts at the end: the part is complete
             return
-        raise HTTPStatusError(f"{url} answered HTTP {error.code} {error.reason}") from error
+        failed = ServerFailedError if error.code >= 500 else NotServedError
+        raise failed(f"{url} answered HTTP {error.code} {error.reason}") from error
     except (TimeoutError, urllib.error.URLError, ConnectionError) as error:
         reason = getattr(error, "reason", error)
         raise UnreachableError(f"cannot connect to {url}: {reason}") from error
@@ -153,8 +163,7 @@ def download_verified(
                 os.replace(part, out_path)
                 return DownloadResult(url=url, md5=md5, sha256=sha256, num_bytes=num_bytes)
             except (ChecksumMismatchError, HTTPStatusError) as error:
-                transient = isinstance(error, HTTPStatusError) and " HTTP 5" in str(error)
-                if not transient or attempt >= retries:
+                if not isinstance(error, Transient) or attempt >= retries:
                     failures.append(error)
                     break
             except UnreachableError as error:
@@ -168,7 +177,9 @@ def download_verified(
                 log.warning("%s; resuming", error)
             attempt += 1
             time.sleep(backoff_s * 2 ** (attempt - 1))
-    error_type = type(failures[-1]) if failures else DownloadError
+    # Worth a later retry if any mirror failed for a passing reason; final if every one refused.
+    transient = [failure for failure in failures if isinstance(failure, Transient)]
+    error_type = type((transient or failures)[-1]) if failures else NoMirrorError
     details = "\n  ".join(str(failure) for failure in failures) or "no URL was given"
     hint = (
         "Check the network (or a proxy), or set `data.source: procedural` in params.yaml to "

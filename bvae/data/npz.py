@@ -21,13 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
+from bvae.errors import BadInput
 from bvae.fileio import atomic_path
 
 ARRAY_KEYS = ("imgs", "latents_values", "latents_classes")
 IMAGE_SHAPE = (64, 64)
 
 
-class NpzFormatError(ValueError):
+class NpzFormatError(BadInput, ValueError):
     """The file is not in the dSprites npz layout."""
 
 

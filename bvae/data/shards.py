@@ -26,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bvae.data import factors, npz
+from bvae.errors import BadInput
 from bvae.fileio import atomic_path, file_digest
 from bvae.iterators import prefetch
 
@@ -35,7 +36,7 @@ _SHARD_NAME = re.compile(r"^shard-\d{5}\.h5$")
 _IMAGE_CHUNK = 256  # images per HDF5 chunk: ~1 MiB uncompressed, read whole by batch loaders
 
 
-class ShardError(RuntimeError):
+class ShardError(BadInput, RuntimeError):
     """Shards that are missing, corrupted or inconsistent with their manifest."""
 
 
@@ -397,3 +398,25 @@ def load_dataset(
             except zlib.error as error:
                 raise ShardError(f"a shard in {shard_dir} holds a broken chunk ({error})") from None
     return LoadedDataset(images=images, latents_classes=classes, latents_values=values, manifest=manifest)
+
+
+def verify_summary(shard_dir: str | os.PathLike, *, load: bool = False, show_progress: bool = True) -> dict:
+    """``bvae verify-data``: every shard checked against the manifest; with ``load``, also the
+    whole set loaded, with its time and resident size."""
+    import time
+
+    manifest = read_manifest(shard_dir)
+    verify_shards(shard_dir, manifest)
+    summary: dict = {
+        "shards": len(manifest.shards),
+        "images": manifest.num_images,
+        "source": manifest.source,
+        "digest": manifest.digest,
+    }
+    if load:
+        start = time.perf_counter()
+        dataset = load_dataset(shard_dir, verify=False, show_progress=show_progress)
+        summary["load_seconds"] = round(time.perf_counter() - start, 2)
+        summary["resident_gib"] = round(dataset.images.nbytes / 2**30, 2)
+        summary["mean_pixel"] = float(dataset.images.mean(dtype="float64"))
+    return summary

@@ -24,15 +24,24 @@ def histogram_discretize(codes: np.ndarray, num_bins: int = 20) -> np.ndarray:
 
 
 def mutual_information(first: np.ndarray, second: np.ndarray) -> float:
-    """I(X; Y) in nats of two discrete label arrays (plug-in estimate)."""
+    """I(X; Y) in nats of two discrete label arrays (plug-in estimate).
+
+    A variable with one value carries no information: exactly 0, not the 2.2e-16 that
+    ``log(p / (p * 1))`` can round to (modularity would read that as a perfectly modular code).
+    Per-cell terms below machine epsilon are zeroed as scikit-learn's ``mutual_info_score`` does.
+    """
     _, first_ids = np.unique(first, return_inverse=True)
     _, second_ids = np.unique(second, return_inverse=True)
+    if first_ids.max() == 0 or second_ids.max() == 0:
+        return 0.0
     joint = np.zeros((first_ids.max() + 1, second_ids.max() + 1))
     np.add.at(joint, (first_ids, second_ids), 1.0)
     joint /= joint.sum()
     outer = joint.sum(axis=1, keepdims=True) * joint.sum(axis=0, keepdims=True)
     nonzero = joint > 0
-    return float(max(0.0, np.sum(joint[nonzero] * np.log(joint[nonzero] / outer[nonzero]))))
+    terms = joint[nonzero] * np.log(joint[nonzero] / outer[nonzero])
+    terms[np.abs(terms) < np.finfo(terms.dtype).eps] = 0.0
+    return float(max(0.0, np.sum(terms)))
 
 
 def mutual_information_matrix(discrete_codes: np.ndarray, factors: np.ndarray) -> np.ndarray:

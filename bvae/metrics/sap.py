@@ -4,6 +4,10 @@ For each (code, factor) pair a one-dimensional linear SVM (C = 0.01, balanced cl
 the factor from that code alone; the score matrix holds test accuracies. SAP is the mean over
 factors of the gap between the two best codes. The SVM's dual formulation (the default of
 disentanglement_lib's scikit-learn) is pinned: newer releases choose it automatically.
+
+A constant code is fitted like any other, as disentanglement_lib does: its SVM predicts one
+class for every point and scores at chance (that class's share), not 0, so it narrows the gap
+of a factor that only one code explains exactly as it does in dlib.
 """
 
 from __future__ import annotations
@@ -26,8 +30,6 @@ def score_matrix(
     matrix = np.zeros((train_codes.shape[1], train_factors.shape[1]))
     for i in range(train_codes.shape[1]):
         for j in range(train_factors.shape[1]):
-            if np.ptp(train_codes[:, i]) == 0:
-                continue  # a constant code predicts nothing; liblinear would only warn
             classifier = LinearSVC(C=0.01, class_weight="balanced", dual=True, max_iter=1000, random_state=0)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)

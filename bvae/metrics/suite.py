@@ -52,6 +52,24 @@ def metric_sizes(name: str) -> MetricSizes:
     raise ValueError(f"sample sizes must be 'dlib', 'fast' or 'smoke', got {name!r}")
 
 
+def protocol(sample_sizes: str, dci_estimator: str) -> dict[str, object]:
+    """What the figures were computed with, and whether they are comparable with
+    disentanglement_lib's (its sample sizes and estimators) and so with published numbers."""
+    differences = []
+    if sample_sizes != "dlib":
+        differences.append(f"sample_sizes {sample_sizes} (dlib: 10,000 / 5,000 points)")
+    if dci_estimator != "gbt":
+        differences.append(f"dci_estimator {dci_estimator} (dlib: gbt, gradient-boosted trees)")
+    return {
+        "sample_sizes": sample_sizes,
+        "dci_estimator": dci_estimator,
+        "explicitness_classifier": "liblinear one-vs-rest logistic regression (dlib's)",
+        "sap_classifier": "LinearSVC C=0.01, balanced, dual (dlib's)",
+        "comparable_to_dlib": not differences,
+        "differs_from_dlib": "; ".join(differences) or "nothing",
+    }
+
+
 def _runners(sizes: MetricSizes, dci_estimator: str, seed: int) -> dict[str, Callable]:
     return {
         "beta_vae": lambda gt, rep, rng: beta_vae_score(

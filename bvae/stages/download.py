@@ -16,6 +16,8 @@ from bvae import __version__
 from bvae.config import DataConfig
 from bvae.data import factors, npz, render
 from bvae.data.download import UnreachableError, download_verified
+from bvae.data.npz import NpzFormatError
+from bvae.errors import MissingInput
 from bvae.fileio import file_digest, write_json
 
 log = logging.getLogger(__name__)
@@ -99,11 +101,11 @@ def read_record(npz_path: str | os.PathLike) -> dict:
     """The source record beside an npz, checked against the npz's MD5."""
     path = record_path(npz_path)
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run `dvc repro download` (or `bvae download`).")
+        raise MissingInput(f"{path} not found: run `dvc repro download` (or `bvae download`).")
     record = json.loads(path.read_text())
     actual = file_digest(npz_path, "md5")
     if actual != record.get("md5"):
-        raise ValueError(
+        raise NpzFormatError(
             f"{npz_path} has MD5 {actual} but {path} records {record.get('md5')}: the file changed "
             "after download. Run `dvc repro -f download`."
         )

@@ -3,7 +3,9 @@
 Scores the trained model's mean and sampled representations and the baselines (ground-truth
 factors, PCA and ICA of the pixels, an untrained network of the same architecture) with every
 configured metric, plus reconstruction and KL (nats/image) on held-out images and the time
-each metric took. Keys are dotted paths (``model.mean.factor_vae.eval_accuracy``), the same in
+each metric took, and ``protocol``: the sample sizes and estimators used and whether the
+figures are comparable with disentanglement_lib's (also MLflow tags ``eval.protocol.*``).
+Keys are dotted paths (``model.mean.factor_vae.eval_accuracy``), the same in
 ``dvc metrics show`` and in MLflow.
 """
 
@@ -22,8 +24,8 @@ from bvae.config import EvaluateConfig, Params
 from bvae.data.ground_truth import DSprites
 from bvae.data.shards import load_dataset
 from bvae.fileio import write_json
-from bvae.metrics import compute_all, metric_sizes
 from bvae.metrics.sampling import factor_representation
+from bvae.metrics.suite import compute_all, metric_sizes, protocol
 from bvae.model_file import model_from_state, read_model_file
 from bvae.models import BetaVAE, images_to_input, select_device
 from bvae.objectives import kl_per_latent, reconstruction_nll
@@ -121,7 +123,7 @@ def run_evaluate(params: Params, paths: EvaluatePaths = EvaluatePaths(), *, scor
         return table
 
     state = read_model_file(paths.model) if score_model else None
-    model = model_from_state(state) if state is not None else None
+    model = model_from_state(state, paths.model) if state is not None else None
     if model is not None:
         table = encoded_table(model)
         report["model"] = {
@@ -163,10 +165,24 @@ def run_evaluate(params: Params, paths: EvaluatePaths = EvaluatePaths(), *, scor
     report["baselines"] = baselines
     seconds["encoding"] = encode_seconds[0]
     report["seconds"] = seconds
+    report["protocol"] = protocol(config.sample_sizes, config.dci_estimator)
+    if not report["protocol"]["comparable_to_dlib"]:
+        log.warning(
+            "these figures are not comparable with disentanglement_lib's or published ones: %s",
+            report["protocol"]["differs_from_dlib"],
+        )
     write_json(paths.metrics, report)
     if model is not None and paths.run_file.exists():
         run = tracking.read_run_file(paths.run_file)
-        tracking.log_metrics(run, tracking.flatten(report, "eval."))
+        figures = {key: value for key, value in report.items() if key != "protocol"}
+        tracking.log_metrics(run, tracking.flatten(figures, "eval."))
+        tracking.set_tags(
+            run,
+            {
+                key: str(value)
+                for key, value in tracking.flatten(report["protocol"], "eval.protocol.").items()
+            },
+        )
         tracking.log_artifact(run, paths.metrics, "evaluation")
-        log.info("logged %d figures to MLflow run %s", len(tracking.flatten(report)), run.run_id)
+        log.info("logged %d figures to MLflow run %s", len(tracking.flatten(figures)), run.run_id)
     return report

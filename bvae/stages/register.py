@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bvae import tracking
-from bvae.config import Params
+from bvae.config import Params, ParamsError
+from bvae.errors import MissingInput
 from bvae.fileio import file_digest, write_json
-from bvae.model_file import model_from_state, weights_digest
+from bvae.model_file import model_from_state, read_model_file, weights_digest
 from bvae.tracking import registry
-from bvae.training import load_trusted
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +41,16 @@ class RegisterPaths:
     registered: Path = Path("models/registered.json")
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def lookup(report: dict, dotted: str) -> float:
-    flat = tracking.flatten(report)
+    flat = {key: value for key, value in tracking.flatten(report).items() if _is_number(value)}
     if dotted not in flat:
         known = ", ".join(sorted(flat)[:12])
-        raise KeyError(
-            f"registry.selection_metric {dotted!r} is not in reports/metrics.json; e.g. {known}, …"
+        raise ParamsError(
+            f"registry.selection_metric {dotted!r} is not a figure of reports/metrics.json; e.g. {known}, …"
         )
     return float(flat[dotted])
 
@@ -55,13 +59,11 @@ def run_register(params: Params, paths: RegisterPaths = RegisterPaths()) -> regi
     config = params.registry
     run = tracking.read_run_file(paths.run_file)
     if run.model_uri is None:
-        raise FileNotFoundError(
-            f"{paths.run_file} has no model_uri: the train stage did not finish; rerun it."
-        )
+        raise MissingInput(f"{paths.run_file} has no model_uri: the train stage did not finish; rerun it.")
     report = json.loads(paths.metrics.read_text())
     value = lookup(report, config.selection_metric)
-    state = load_trusted(paths.model)
-    model = model_from_state(state)
+    state = read_model_file(paths.model)
+    model = model_from_state(state, paths.model)
     flat_report = tracking.flatten(report)
     objective = state["config"]["objective"]
     tags = {

@@ -4,6 +4,12 @@ Checkpoints go to ``models/checkpoint.pt`` every ``train.checkpoint_every`` step
 Rerunning after a kill resumes from it, and reopens the same MLflow run, provided the
 checkpoint was made with the same model/objective/train params and the same data; otherwise
 training starts afresh.
+
+Training never depends on the tracking server to keep its result. If the server stops
+answering, training goes on; the curve rows wait in the checkpoint (``logged_rows`` says how
+many MLflow has), the model and reports are written, the run is marked FAILED if the server
+can still hear it, and the stage exits 75 (retry later). The rerun finds the finished
+checkpoint with ``model_logged`` false and logs the rest without training again.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from bvae import distributed, tracking
 from bvae.config import Params
 from bvae.data.shards import load_dataset
 from bvae.fileio import atomic_path, write_json
+from bvae.model_file import save_model_file
 from bvae.training import Trainer, load_trusted, save_atomic
 
 log = logging.getLogger(__name__)
@@ -62,20 +69,56 @@ def _resumable(checkpoint: Path, config: dict, data_digest: str) -> dict | None:
         log.info("checkpoint %s is from other params or data; training from scratch", checkpoint)
         return None
     if state["step"] >= config["train"]["steps"]:
-        # A finished run is not resumed: DVC reruns this stage because something changed
-        # (code, for instance), so train afresh.
+        if state.get("model_logged") is False:
+            log.info("checkpoint %s is of a finished run not yet logged to MLflow: logging it", checkpoint)
+            return state
+        # A finished, logged run is not resumed: DVC reruns this stage because something
+        # changed (code, for instance), so train afresh.
         log.info("checkpoint %s is of a finished run; training from scratch", checkpoint)
         return None
     return state
 
 
-def run_train(params: Params, paths: TrainPaths = TrainPaths(), *, show_progress: bool = True) -> dict:
+class _CurveLog:
+    """Curve rows to MLflow while the server answers. After the first failure it stops trying
+    (each try would wait for retries) and training goes on; ``logged_rows`` is kept in the
+    checkpoint so the rerun logs the rest."""
+
+    def __init__(self, run: tracking.RunHandle | None, logged_rows: int):
+        self.run, self.logged_rows, self.lost = run, logged_rows, None
+
+    def catch_up(self, history: list[dict[str, float]]) -> None:
+        if self.run is None or self.lost is not None:
+            return
+        try:
+            for row in history[self.logged_rows :]:
+                metrics = {key: value for key, value in row.items() if key != "step"}
+                tracking.log_metrics(self.run, metrics, step=int(row["step"]))
+                self.logged_rows += 1
+        except tracking.TrackingError as error:
+            self.lost = error
+            log.warning("%s; training goes on, the curves wait in the checkpoint", error)
+
+
+def _end_run_if_possible(run: tracking.RunHandle, status: str) -> None:
+    try:
+        tracking.end_run(run, status)
+    except tracking.TrackingError as error:
+        log.warning("could not mark MLflow run %s %s (%s)", run.run_id, status, error)
+
+
+def run_train(
+    params: Params, paths: TrainPaths = TrainPaths(), *, fresh: bool = False, show_progress: bool = True
+) -> dict:
     """Train (or resume), write the model, curves and summary, and track it all in MLflow.
 
     Under ``torchrun`` every rank trains; rank 0 alone decides the resume, logs to MLflow and
-    writes the checkpoint and the outputs. Other ranks return an empty summary.
+    writes the checkpoint and the outputs. Other ranks return an empty summary. ``fresh``
+    forgets the checkpoint first (``bvae train --fresh``).
     """
     world = distributed.world_from_env()
+    if fresh and world.is_main:
+        remove_checkpoint(paths)
     dataset = load_dataset(paths.shards, show_progress=show_progress and world.is_main)
     trainer = Trainer(params.model, params.objective, params.train, dataset.images, world)
     try:
@@ -123,56 +166,74 @@ def _train_ranks(params: Params, paths: TrainPaths, trainer: Trainer, dataset, s
             )
         tracking.write_run_file(run, paths.run_file)
 
-    def on_log(row: dict[str, float]) -> None:
-        if run is not None:
-            tracking.log_metrics(run, {k: v for k, v in row.items() if k != "step"}, step=int(row["step"]))
+    curves = _CurveLog(run, state.get("logged_rows", len(state["history"])) if state else 0)
+    curves.catch_up(trainer.history)  # rows a lost server missed before the last checkpoint
+    last_checkpoint: dict = dict(state) if state else {}  # a log-only rerun saves no new one
 
     def on_checkpoint(current: Trainer) -> None:
         payload = current.state_dict()  # a collective under DDP: every rank takes part
         if run is not None:
-            save_atomic({**payload, "data_digest": digest, "mlflow_run_id": run.run_id}, paths.checkpoint)
+            last_checkpoint.update(
+                payload,
+                data_digest=digest,
+                mlflow_run_id=run.run_id,
+                logged_rows=curves.logged_rows,
+                model_logged=False,
+            )
+            save_atomic(last_checkpoint, paths.checkpoint)
             write_curves(current.history, paths.curves)
 
     started = time.perf_counter()
     try:
-        trainer.train(on_log=on_log, on_checkpoint=on_checkpoint, show_progress=show_progress)
+        trainer.train(
+            on_log=lambda row: curves.catch_up(trainer.history),
+            on_checkpoint=on_checkpoint,
+            show_progress=show_progress,
+        )
     except Exception:
         if run is not None:
-            tracking.end_run(run, "FAILED")
+            _end_run_if_possible(run, "FAILED")
         raise
     except BaseException:  # Ctrl-C or a termination signal turned into SystemExit
         if run is not None:
-            tracking.end_run(run, "KILLED")
+            _end_run_if_possible(run, "KILLED")
         raise
     seconds = time.perf_counter() - started
     if run is None:
         distributed.barrier(world)
         return {}
-    summary = finish(trainer, run, dataset.images, paths, digest, seconds)
+    summary = write_outputs(trainer, paths, digest, run.run_id, seconds)
+    try:
+        if curves.lost is not None:
+            raise curves.lost
+        log_finished_run(trainer, run, summary, dataset.images, paths)
+    except tracking.TrackingError as error:
+        _end_run_if_possible(run, "FAILED")
+        raise tracking.TrackingError(
+            f"{error}. Training finished: {paths.model}, {paths.checkpoint} and "
+            f"{paths.summary.parent}/ are saved. When the server answers again, rerun "
+            "`dvc repro` (or `bvae train`): it logs this run to MLflow without training again."
+        ) from None
+    if last_checkpoint:  # the rerun of a changed stage trains afresh, not "logs" again
+        save_atomic(
+            {**last_checkpoint, "logged_rows": curves.logged_rows, "model_logged": True}, paths.checkpoint
+        )
     distributed.barrier(world)
     return summary
 
 
-def finish(
-    trainer: Trainer,
-    run: tracking.RunHandle,
-    images: np.ndarray,
-    paths: TrainPaths,
-    digest: str,
-    seconds: float,
-) -> dict:
-    """Write the final model, curves and summary; log the model and files to the run."""
+def write_outputs(trainer: Trainer, paths: TrainPaths, digest: str, run_id: str, seconds: float) -> dict:
+    """Write the final model, curves and summary: the result, whatever MLflow does next."""
     # Back to the standard layout: what we save and export must not depend on channels_last.
     trainer.model.to(memory_format=torch.contiguous_format)
-    model_file = {
-        "format": 1,
-        "config": trainer.config_dict(),
-        "state_dict": trainer.model.state_dict(),
-        "step": trainer.step,
-        "data_digest": digest,
-        "mlflow_run_id": run.run_id,
-    }
-    save_atomic(model_file, paths.model)
+    save_model_file(
+        paths.model,
+        config=trainer.config_dict(),
+        state_dict=trainer.model.state_dict(),
+        step=trainer.step,
+        data_digest=digest,
+        mlflow_run_id=run_id,
+    )
     write_curves(trainer.history, paths.curves)
     last = trainer.history[-1]
     kl_per_latent = [last[f"kl_z{k}"] for k in range(trainer.model_config.latent_dim)]
@@ -189,6 +250,13 @@ def finish(
         "train_seconds": seconds,
     }
     write_json(paths.summary, summary)
+    return summary
+
+
+def log_finished_run(
+    trainer: Trainer, run: tracking.RunHandle, summary: dict, images: np.ndarray, paths: TrainPaths
+) -> None:
+    """Log the final figures, the model and the files to the run, and end it."""
     tracking.log_metrics(
         run,
         {"final_" + key: value for key, value in summary.items() if isinstance(value, int | float)},
@@ -215,7 +283,6 @@ def finish(
         summary["active_latents"],
         run.run_id,
     )
-    return summary
 
 
 def remove_checkpoint(paths: TrainPaths = TrainPaths()) -> None:

@@ -20,7 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bvae.tracking import TrackingError, _client, check_tracking_server, tracking_uri
+from bvae.errors import BadInput
+from bvae.tracking.store import (
+    TrackingError,
+    _client,
+    check_tracking_server,
+    require_existing_store,
+    tracking_uri,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +36,7 @@ ELIGIBLE_TAG = "champion_eligible"
 _REFERENCE = re.compile(r"^(?:models:/)?(?P<name>[^@/]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
-class RegistryError(LookupError):
+class RegistryError(BadInput, LookupError):
     """A model name, alias or version that does not exist; the message lists those that do."""
 
 
@@ -69,10 +76,11 @@ def _value(version) -> float:
 
 
 def _champion(client, name: str):
-    try:
-        return client.get_model_version_by_alias(name, CHAMPION)
-    except Exception:  # noqa: BLE001 - MLflow raises RestException/MlflowException when unset
-        return None
+    """The champion version, or None when the alias is unset. Read from the model's alias
+    table, not by catching errors: a failed read (server down, a database error) must raise,
+    or the gate would crown any new version without comparing it (bypassing the margin)."""
+    aliases = dict(client.get_registered_model(name).aliases or {})
+    return client.get_model_version(name, str(aliases[CHAMPION])) if CHAMPION in aliases else None
 
 
 def _set_alias(client, name: str, alias: str, version: str, attempts: int = 5) -> None:
@@ -192,6 +200,7 @@ def promote(name: str, version: str | int, margin: float, uri: str | None = None
 def resolve(reference: str):
     """The ``ModelVersion`` of ``NAME@ALIAS`` or ``NAME/VERSION``, with errors that list what exists."""
     name, alias, number = parse_reference(reference)
+    require_existing_store()
     check_tracking_server()
     client = _client()
     try:

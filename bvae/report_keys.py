@@ -1,0 +1,29 @@
+"""The keys of ``reports/metrics.json``, known from the evaluate config before anything runs.
+
+``registry.selection_metric`` must name one of them; ``bvae.config`` checks it when params are
+loaded, so a typo fails at once instead of after train, evaluate and traverse have run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+# The scores each metric's compute function returns (bvae.metrics; the evaluate test checks
+# that a real report has exactly these keys).
+SCORE_NAMES: dict[str, tuple[str, ...]] = {
+    "beta_vae": ("train_accuracy", "eval_accuracy"),
+    "factor_vae": ("train_accuracy", "eval_accuracy", "num_active_dims"),
+    "mig": ("discrete_mig",),
+    "dci": ("disentanglement", "completeness", "informativeness_train", "informativeness_test"),
+    "sap": ("sap_score",),
+    "modularity": ("modularity", "explicitness_train", "explicitness_test"),
+}
+HELDOUT_FIGURES = ("reconstruction_nats", "kl_nats", "negative_elbo_nats", "num_images")
+
+
+def figure_keys(metrics: Iterable[str], representations: Iterable[str], baselines: Iterable[str]) -> set[str]:
+    """Every numeric key of the report but the timings (``seconds.*``, never a selection)."""
+    scores = {f"{metric}.{name}" for metric in metrics for name in SCORE_NAMES[metric]}
+    keys = {f"model.{kind}.{score}" for kind in representations for score in scores}
+    keys |= {f"baselines.{baseline}.{score}" for baseline in baselines for score in scores}
+    return keys | {f"heldout.{name}" for name in HELDOUT_FIGURES} | {"model_images_encoded"}

@@ -1,0 +1,71 @@
+"""Where a run comes from: git commit, DVC experiment, parent sweep run, and the dataset."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from bvae.tracking.store import _client
+
+# A sweep passes its parent run to the pipeline's train stage explicitly, through the
+# environment (MLflow's active run is per-thread and does not cross processes).
+PARENT_RUN_ENV = "BVAE_MLFLOW_PARENT_RUN_ID"
+
+
+def git_commit(root: Path) -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def lineage_tags() -> dict[str, str]:
+    """Git commit, DVC experiment and parent (sweep) run of this process, from its environment."""
+    tags = {"mlflow.source.type": "PROJECT", "bvae.pipeline": "dvc"}
+    commit = git_commit(Path.cwd())
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+        tags["git_commit"] = commit
+    for variable, tag in (
+        ("DVC_EXP_NAME", "dvc_experiment"),
+        ("DVC_EXP_BASELINE_REV", "dvc_baseline_rev"),
+        ("DVC_STAGE", "dvc_stage"),
+    ):
+        if os.environ.get(variable):
+            tags[tag] = os.environ[variable]
+    if os.environ.get(PARENT_RUN_ENV):
+        tags["mlflow.parentRunId"] = os.environ[PARENT_RUN_ENV]
+    return tags
+
+
+def log_dataset(run, manifest_path: Path, digest: str, source: str, num_images: int) -> None:
+    """Log the shard set as the run's training input, identified by the manifest's digest."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import InputTag
+
+    dataset = MetaDataset(
+        source=resolve_dataset_source(manifest_path.resolve().as_uri()),
+        name=f"dsprites-{source}",
+        digest=digest[:32],  # MLflow stores at most 36 characters
+    )
+    entity = dataset._to_mlflow_entity()
+    from mlflow.entities import DatasetInput
+
+    _client(run.tracking_uri).log_inputs(
+        run.run_id,
+        datasets=[
+            DatasetInput(
+                dataset=entity,
+                tags=[
+                    InputTag("mlflow.data.context", "training"),
+                    InputTag("num_images", str(num_images)),
+                    InputTag("manifest_digest", digest),
+                ],
+            )
+        ],
+    )
