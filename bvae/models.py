@@ -148,6 +148,11 @@ def select_device(requested: str = "auto", key: str = "train.device") -> torch.d
             ) from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise InvalidSetting(f"{key} is {requested} but no CUDA GPU is visible; use auto or cpu")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise InvalidSetting(
+                f"{key} is {requested} but no CUDA GPU is visible at index {device.index} "
+                f"({torch.cuda.device_count()} visible); use auto, cuda or cpu"
+            )
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")

@@ -92,3 +92,29 @@ def test_the_selection_metric_must_be_one_evaluate_will_compute(tmp_path, monkey
     monkeypatch.chdir(tmp_path)  # no data/shards here: the check must come first
     assert main(["train", "-q"]) == EXIT_BAD_INPUT
     assert "registry.selection_metric 'model.mean.nope' will not be in" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("params", "env", "exit_code", "message"),
+    [
+        (
+            "train:\n  device: cuda:99\n",
+            {},
+            2,
+            "train.device is cuda:99 but no CUDA GPU is visible",
+        ),
+        ("{}\n", {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}, 75, "http://127.0.0.1:9 cannot be reached"),
+    ],
+)
+def test_train_checks_device_and_server_before_loading_data(
+    tmp_path, monkeypatch, capsys, params, env, exit_code, message
+):
+    """Both once failed only after the 2.8 GiB load (no data/shards here: they must come first)."""
+    from bvae.cli import main
+
+    (tmp_path / "params.yaml").write_text(params)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "-q"]) == exit_code
+    assert message in capsys.readouterr().err

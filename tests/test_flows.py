@@ -78,17 +78,18 @@ def test_a_bad_parameter_fails_at_once_and_is_never_retried(project):
 def test_a_failing_stage_fails_the_flow_with_its_error_and_no_retry(project):
     from flows.retrain import retrain
 
-    # Same seed as the first test: DVC's run-cache restores train/evaluate/traverse, so only
-    # register runs, and it rejects the metric name (exit 2: bad input, not transient).
+    # Same seed as the first test: DVC's run-cache restores train and evaluate, so traverse
+    # runs and rejects a device no machine has (exit 2: bad input, not transient). Params
+    # validation cannot know which devices a machine has, so this fails in the stage.
     state = retrain(
         project=str(project),
-        overrides={"train.seed": 1, "registry.selection_metric": "model.mean.nope"},
-        name="retrain-bad-metric",
+        overrides={"train.seed": 1, "traverse.device": "cuda:99"},
+        name="retrain-bad-device",
         return_state=True,
     )
     assert state.is_failed()
-    assert "stage 'register' exited with 2" in state.message
-    assert "registry.selection_metric 'model.mean.nope' is not in reports/metrics.json" in state.message
+    assert "stage 'traverse' exited with 2" in state.message
+    assert "traverse.device is cuda:99 but no CUDA GPU is visible" in state.message
     (task_run,) = task_runs_of(state)
     assert task_run.state.is_failed() and task_run.run_count == 1  # a bad input is not retried
     with pytest.raises(ExperimentFailed):

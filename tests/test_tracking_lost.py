@@ -31,6 +31,8 @@ def test_a_lost_server_keeps_the_result_and_the_rerun_logs_it(tmp_path, small_sh
     }
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(project)
+    # No HTTP retries: a refused connection is then final at once (retries only add waiting).
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     store = tmp_path / "store"
     store.mkdir()
     backend = f"sqlite:///{store / 'mlflow.db'}"

@@ -97,6 +97,8 @@ def run_evaluate(params: Params, paths: EvaluatePaths = EvaluatePaths(), *, scor
     """Compute every configured figure, write ``reports/metrics.json``, log it to MLflow."""
     config = params.evaluate
     device = select_device(config.device, "evaluate.device")
+    if score_model and paths.run_file.exists():  # the figures go to this run at the end
+        tracking.check_tracking_server(tracking.read_run_file(paths.run_file).tracking_uri)
     ground_truth = DSprites(load_dataset(paths.shards).images)
     report: dict = {}
     seconds: dict[str, float] = {}

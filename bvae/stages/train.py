@@ -29,6 +29,7 @@ from bvae.config import Params
 from bvae.data.shards import load_dataset
 from bvae.fileio import atomic_path, write_json
 from bvae.model_file import save_model_file
+from bvae.models import select_device
 from bvae.training import Trainer, load_trusted, save_atomic
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,10 @@ def run_train(
     forgets the checkpoint first (``bvae train --fresh``).
     """
     world = distributed.world_from_env()
+    # What can fail in a second fails before the 2.8 GiB load: the device and the server.
+    select_device(params.train.device, "train.device")
+    if world.is_main:
+        tracking.check_tracking_server()
     if fresh and world.is_main:
         remove_checkpoint(paths)
     dataset = load_dataset(paths.shards, show_progress=show_progress and world.is_main)

@@ -129,6 +129,8 @@ def run_traverse(
     config = params.traverse
     check_output_folder(paths.out_dir, force=force)  # these two before the data load
     device = select_device(config.device, "traverse.device")
+    if paths.run_file.exists():  # the images go to this run at the end
+        tracking.check_tracking_server(tracking.read_run_file(paths.run_file).tracking_uri)
     data = DSprites(load_dataset(paths.shards).images)
     model = model or load_model(paths.model)
     with atomic_path(paths.out_dir, directory=True, force=force) as staging:
