@@ -45,7 +45,7 @@ def test_served_retrain_runs_on_its_schedule_and_lands_a_model(template, tmp_pat
             finished: list[dict] = []
             while not finished and time.monotonic() < deadline:
                 assert process.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-                time.sleep(5)
+                time.sleep(2)
                 finished = finished_flow_runs(api)
             assert deployment_names(api) == ["on-demand", "scheduled"]
         log = (tmp_path / "serve.log").read_text()

@@ -28,10 +28,10 @@ def small_images():
 
 def test_a_tiny_run_learns(small_images):
     trainer = Trainer(
-        ModelConfig(), ObjectiveConfig(beta=1.0), TrainConfig(steps=150, log_every=25), small_images
+        ModelConfig(), ObjectiveConfig(beta=1.0), TrainConfig(steps=100, log_every=25), small_images
     )
     history = trainer.train(show_progress=False)
-    assert [row["step"] for row in history] == [25, 50, 75, 100, 125, 150]
+    assert [row["step"] for row in history] == [25, 50, 75, 100]
     assert history[-1]["loss"] < 0.3 * history[0]["loss"]
     assert {f"kl_z{k}" for k in range(10)} <= set(history[-1])
 
