@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from bvae.errors import BadInput
-from bvae.fileio import atomic_path, check_output_folder, file_digest
+from bvae.fileio import atomic_path, check_output_folder, file_digest, write_json
 from bvae.model_file import load_model, weights_digest
 from bvae.models import BetaVAE
 from bvae.representations import torch_encoder
@@ -222,5 +222,5 @@ def traverse(reference: str, shards: Path, config, out_dir: Path, *, force: bool
     data = DSprites.from_shards(shards)
     with atomic_path(out_dir, directory=True, force=force) as staging:
         report = render_reports(load(reference), data, config, staging)
-        (staging / "latents.json").write_text(json.dumps(report, indent=2) + "\n")
+        write_json(staging / "latents.json", report)
     return report

@@ -176,8 +176,10 @@ def run_evaluate(params: Params, paths: EvaluatePaths = EvaluatePaths(), *, scor
     write_json(paths.metrics, report)
     if model is not None and paths.run_file.exists():
         run = tracking.read_run_file(paths.run_file)
-        figures = {key: value for key, value in report.items() if key != "protocol"}
-        tracking.log_metrics(run, tracking.flatten(figures, "eval."))
+        figures = tracking.flatten(
+            {key: value for key, value in report.items() if key != "protocol"}, "eval."
+        )
+        tracking.log_metrics(run, figures)
         tracking.set_tags(
             run,
             {
@@ -186,5 +188,5 @@ def run_evaluate(params: Params, paths: EvaluatePaths = EvaluatePaths(), *, scor
             },
         )
         tracking.log_artifact(run, paths.metrics, "evaluation")
-        log.info("logged %d figures to MLflow run %s", len(tracking.flatten(figures)), run.run_id)
+        log.info("logged %d figures to MLflow run %s", len(figures), run.run_id)
     return report
