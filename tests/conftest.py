@@ -30,6 +30,13 @@ from bvae.telemetry import TELEMETRY_OFF  # noqa: E402
 
 os.environ.update(TELEMETRY_OFF)
 
+# pytest-xdist workers share the machine's cores: each worker (and the bvae, dvc and torchrun
+# processes it starts, which inherit this) gets its share of OpenMP threads, so that two torch
+# processes do not fight over the same cores. Set before anything imports torch.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+
 
 def _stop_servers_then_interrupt(signum, frame):
     """SIGTERM / SIGINT: stop every server group now, then let pytest tear down as for Ctrl-C."""

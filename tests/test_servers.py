@@ -35,7 +35,8 @@ def descendants(root: int) -> set[int]:
 def test_an_interrupted_pytest_leaves_no_server_running(tmp_path, signal_number, started):
     ready = tmp_path / "ready"
     env = {**os.environ, "BVAE_PROBE_SERVERS": started, "BVAE_PROBE_READY": str(ready)}
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/servers_probe.py"]
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0"]
+    command.append("tests/servers_probe.py")
     log = open(tmp_path / "child.log", "w")  # noqa: SIM115 - closed below
     child = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
