@@ -38,6 +38,30 @@ if _WORKERS > 1:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
 
+# Seconds each module took in a two-worker run (junit, BENCHMARKS.md). pytest-xdist hands out
+# whole modules (--dist loadfile) in collection order, so the longest go first and the short
+# ones fill in at the end, instead of one long module running alone while the other worker idles.
+MODULE_SECONDS = {
+    "test_flows": 289,
+    "test_pipeline": 149,
+    "test_remote": 141,
+    "test_registry": 124,
+    "test_training": 103,
+    "test_distributed": 103,
+    "test_schedule": 102,
+    "test_metrics": 94,
+    "test_shared_tracking": 87,
+    "test_servers": 52,
+    "test_download": 45,
+    "test_shards": 43,
+    "test_tracking_lost": 26,
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: -MODULE_SECONDS.get(item.path.stem, 0))  # stable within a module
+
+
 def _stop_servers_then_interrupt(signum, frame):
     """SIGTERM / SIGINT: stop every server group now, then let pytest tear down as for Ctrl-C."""
     servers.stop_all_servers()
@@ -48,6 +72,20 @@ def pytest_configure(config):
     signal.signal(signal.SIGTERM, _stop_servers_then_interrupt)
     signal.signal(signal.SIGINT, _stop_servers_then_interrupt)
     atexit.register(servers.stop_all_servers)
+
+
+@pytest.fixture(autouse=True)
+def _tracking_uri_stays_in_its_test():
+    """``mlflow.set_tracking_uri`` also sets ``MLFLOW_TRACKING_URI`` in ``os.environ`` (so that
+    subprocesses inherit it). Undo it after each test, or a later test's subprocesses (a
+    served flow, a pipeline) would log to an earlier test's store."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if "mlflow" in sys.modules:
+        sys.modules["mlflow"].set_tracking_uri(None)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    if before is not None:
+        os.environ["MLFLOW_TRACKING_URI"] = before
 
 
 def refused_url() -> str:
