@@ -77,6 +77,13 @@ def _cmd_traverse(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from bvae.stages.report import run_report
+
+    print(run_report(_params(args)))
+    return 0
+
+
 def _cmd_register(args: argparse.Namespace) -> int:
     from bvae.stages.register import run_register
 
@@ -184,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     traverse.add_argument("--force", action="store_true", help=FORCE_HELP)
 
+    add(
+        "report",
+        _cmd_report,
+        "stage: one self-contained HTML page of the run's results -> reports/report.html, MLflow run",
+    )
     add(
         "register",
         _cmd_register,

@@ -169,6 +169,9 @@ class TraverseConfig(_Section):
     sample_images: int = Field(10000, ge=100, le=737280)  # for KL order and the latent table
     reconstructions: int = Field(10, ge=1, le=64)
     active_kl: float = Field(0.1, ge=0)  # nats; below it a latent is "inactive"
+    # an active latent whose second factor has this share of its best factor's MI/H is
+    # "entangled: best+second" in the latent table
+    entangled_share: float = Field(0.5, gt=0, le=1)
     gif_frame_ms: int = Field(120, ge=10)
     seed: int = Field(0, ge=0)
     device: str = "auto"

@@ -1,7 +1,8 @@
 """Using registered models: pull one with its card, load it, encode images with it.
 
 Nothing pulled from a registry is unpickled: ``model.pt`` loads with
-``torch.load(weights_only=True)`` and the MLflow model is in the pickle-free ``pt2`` format.
+``torch.load(weights_only=True)``, and the MLflow model is a pyfunc from code around a
+``torch.export`` archive (``bvae.tracking.served_model``).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from bvae.errors import BadInput
 from bvae.fileio import atomic_path, check_output_folder, file_digest, write_json
 from bvae.model_file import load_model, weights_digest
 from bvae.models import BetaVAE
+from bvae.report_keys import HEADLINE, headline_keys
 from bvae.representations import torch_encoder
-from bvae.tracking import registry
+from bvae.tracking import flatten, registry
 
 log = logging.getLogger(__name__)
 
@@ -32,29 +34,89 @@ class PullError(BadInput, RuntimeError):
     """What was downloaded does not match what the registry recorded."""
 
 
+EVALUATION_ARTIFACT = "evaluation/metrics.json"  # what the evaluate stage logged
+
+
+def headline_table(evaluation: dict | None, selection_metric: str | None) -> list[dict]:
+    """The card's first table: the headline figures, the model's beside each baseline's."""
+    if not evaluation:
+        return []
+    flat = flatten(evaluation)
+    baselines = sorted(evaluation.get("baselines") or {})
+    rows = []
+    for key in headline_keys(selection_metric or HEADLINE["factor_vae"]):
+        if key not in flat:
+            continue
+        score = key.split(".", 2)[2] if key.startswith("model.") else None  # mig.discrete_mig
+        rows.append(
+            {
+                "figure": key,
+                "model": flat[key],
+                **{name: flat.get(f"baselines.{name}.{score}") if score else None for name in baselines},
+            }
+        )
+    return rows
+
+
+def _cell(value) -> str:
+    return f"{value:.4g}" if isinstance(value, int | float) else "–"
+
+
 def _card_markdown(card: dict) -> str:
+    """Headline figures first, beside the baselines; then lineage; then params."""
     version = card["version"]
+    tags = version["tags"]
+    rows = card.get("headline") or []
+    columns = [key for key in (rows[0] if rows else {}) if key not in ("figure", "model")]
     lines = [
         f"# {version['name']} version {version['version']}",
         "",
-        f"Aliases: {', '.join('@' + a for a in version['aliases']) or 'none'}.",
+        f"Aliases: {', '.join('@' + a for a in version['aliases']) or 'none'}. "
         f"MLflow run `{version['run_id']}`.",
+        f"A {tags.get('architecture', '?')} β-VAE, {tags.get('objective', '?')} objective, "
+        f"{tags.get('train.steps', '?')} steps on the {tags.get('data_source', '?')} dSprites.",
+        "",
+        "## Headline figures",
+        "",
+    ]
+    if rows:
+        lines += [
+            "| figure | this model | " + " | ".join(f"baseline: {c}" for c in columns) + " |",
+            "|---|---|" + "---|" * len(columns),
+            *(
+                f"| {row['figure']} | {_cell(row['model'])} | "
+                + " | ".join(_cell(row[c]) for c in columns)
+                + " |"
+                for row in rows
+            ),
+        ]
+        protocol = card.get("protocol") or {}
+        if protocol and not protocol.get("comparable_to_dlib"):
+            differs = protocol.get("differs_from_dlib")
+            lines += ["", f"Not comparable with disentanglement_lib's figures: {differs}."]
+    else:
+        lines.append("The run has no evaluation (`evaluation/metrics.json`).")
+    lines += [
+        "",
+        "Every figure: `card.json` (`evaluation`) and the run's `evaluation/figures.json`.",
         "",
         "## Lineage",
-        *(f"- {key}: `{value}`" for key, value in sorted(version["tags"].items())),
-        "",
-        "## Metrics",
-        *(
-            f"- {key}: {value:.4g}"
-            for key, value in sorted(card["metrics"].items())
-            if not key.startswith("eval.seconds")
-        ),
+        *(f"- {key}: `{value}`" for key, value in sorted(tags.items()) if not key.startswith("metric.")),
         "",
         "## Params",
         *(f"- {key}: `{value}`" for key, value in sorted(card["params"].items())),
         "",
     ]
     return "\n".join(lines)
+
+
+def _evaluation(run_id: str, folder: Path) -> dict | None:
+    """The run's ``evaluation/metrics.json``, or None when it has none (never evaluated)."""
+    try:
+        return json.loads(registry.download_run_artifact(run_id, EVALUATION_ARTIFACT, folder).read_text())
+    except Exception as error:  # noqa: BLE001 - MLflow raises its own types for a missing artifact
+        log.warning("run %s has no %s (%s): the card lists no figures", run_id, EVALUATION_ARTIFACT, error)
+        return None
 
 
 def pull(reference: str, out_dir: str | os.PathLike, *, force: bool = False) -> Path:
@@ -80,6 +142,8 @@ def pull(reference: str, out_dir: str | os.PathLike, *, force: bool = False) -> 
         if weights_digest(model) != version.tags.get("weights_digest"):
             raise PullError("the downloaded weights do not match the registered weights digest")
         summary = registry.run_summary(version.run_id)
+        evaluation = _evaluation(version.run_id, staging / "evaluation")
+        shutil.rmtree(staging / "evaluation", ignore_errors=True)
         card = {
             "version": {
                 "name": version.name,
@@ -89,6 +153,9 @@ def pull(reference: str, out_dir: str | os.PathLike, *, force: bool = False) -> 
                 "source": version.source,
                 "tags": dict(version.tags),
             },
+            "headline": headline_table(evaluation, version.tags.get("selection_metric")),
+            "protocol": (evaluation or {}).get("protocol"),
+            "evaluation": evaluation,
             "metrics": summary["metrics"],
             "params": summary["params"],
         }
@@ -217,10 +284,12 @@ def traverse(reference: str, shards: Path, config, out_dir: Path, *, force: bool
     folder, a ``model.pt`` or ``models:/NAME@ALIAS``), with its latent table, in ``out_dir``."""
     from bvae.data.ground_truth import DSprites
     from bvae.stages.traverse import render_reports
+    from bvae.traversal import latent_table_markdown
 
     check_output_folder(out_dir, force=force)  # before the model and the data load
     data = DSprites.from_shards(shards)
     with atomic_path(out_dir, directory=True, force=force) as staging:
         report = render_reports(load(reference), data, config, staging)
         write_json(staging / "latents.json", report)
+        (staging / "latents.md").write_text(latent_table_markdown(report["latents"], config.entangled_share))
     return report

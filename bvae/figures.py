@@ -33,25 +33,57 @@ def save_labelled_grid(
     image = Image.fromarray(to_uint8(canvas), mode="L").resize(
         (canvas.shape[1] * scale, canvas.shape[0] * scale), Image.NEAREST
     )
-    margin, header = 120, 24 if title else 4
+    font = label_font()
+    margin = 12 + max((int(font.getlength(label)) for label in row_labels), default=0)
+    header = LABEL_PX + 12 if title else 4
     framed = Image.new("L", (image.width + margin, image.height + header), color=255)
     framed.paste(image, (margin, header))
     draw = ImageDraw.Draw(framed)
     if title:
-        draw.text((4, 4), title, fill=0)
+        draw.text((6, 4), title, fill=0, font=font)
     for row, label in enumerate(row_labels):
         centre = header + scale * (padding + row * (tile + padding) + tile // 2)
-        draw.text((4, centre - 6), label, fill=0)
+        draw.text((6, centre - LABEL_PX // 2), label, fill=0, font=font)
     framed.save(path)
 
 
-def save_gif(path: str | os.PathLike, frames: np.ndarray, *, scale: int = 2, frame_ms: int = 120) -> None:
-    images = [
-        Image.fromarray(to_uint8(frame), mode="L").resize(
+# Labels stay legible when the MLflow UI shows an image at half its size or less.
+LABEL_PX = 18
+
+
+def label_font(size: int = LABEL_PX):
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=size)
+
+
+def save_gif(
+    path: str | os.PathLike,
+    frames: np.ndarray,
+    *,
+    scale: int = 2,
+    frame_ms: int = 120,
+    panel_labels: Sequence[str] = (),
+    tile: int = 64,
+    padding: int = 2,
+) -> None:
+    """An animation of ``frames``; ``panel_labels`` go above the panels of a one-row mosaic
+    (``traversal.animation_frames``): which latent each panel sweeps, and its KL."""
+    font = label_font(LABEL_PX - 4)
+    header = LABEL_PX + 6 if panel_labels else 0
+    images = []
+    for frame in frames:
+        image = Image.fromarray(to_uint8(frame), mode="L").resize(
             (frame.shape[1] * scale, frame.shape[0] * scale), Image.NEAREST
         )
-        for frame in frames
-    ]
+        if panel_labels:
+            framed = Image.new("L", (image.width, image.height + header), color=255)
+            framed.paste(image, (0, header))
+            draw = ImageDraw.Draw(framed)
+            for panel, label in enumerate(panel_labels):
+                draw.text((scale * (padding + panel * (tile + padding)), 3), label, fill=0, font=font)
+            image = framed
+        images.append(image)
     images[0].save(path, save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
 
 

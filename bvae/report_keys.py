@@ -20,6 +20,21 @@ SCORE_NAMES: dict[str, tuple[str, ...]] = {
 }
 HELDOUT_FIGURES = ("reconstruction_nats", "kl_nats", "negative_elbo_nats", "num_images")
 
+# The few figures people compare models by (registry tags, MLflow metrics, flow tables).
+HEADLINE = {
+    "factor_vae": "model.mean.factor_vae.eval_accuracy",
+    "beta_vae": "model.mean.beta_vae.eval_accuracy",
+    "mig": "model.mean.mig.discrete_mig",
+    "dci_disentanglement": "model.mean.dci.disentanglement",
+}
+
+
+def headline_keys(selection_metric: str) -> list[str]:
+    """The headline figures' keys, the selection metric first, then held-out fit."""
+    keys = [selection_metric, *HEADLINE.values()]
+    keys += [f"heldout.{name}" for name in HELDOUT_FIGURES if name != "num_images"]
+    return list(dict.fromkeys(keys))
+
 
 def figure_keys(metrics: Iterable[str], representations: Iterable[str], baselines: Iterable[str]) -> set[str]:
     """Every numeric key of the report but the timings (``seconds.*``, never a selection)."""

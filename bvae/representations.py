@@ -19,6 +19,7 @@ from sklearn.pipeline import make_pipeline
 from bvae.data.ground_truth import FactorGridData
 from bvae.metrics.sampling import Representation, table_representation
 from bvae.models import BetaVAE, images_to_input
+from bvae.progress import progress
 
 Encoder = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -62,9 +63,12 @@ class EncodedTable:
             self.mean[missing], self.logvar[missing] = self.encode(self.ground_truth.images[missing])
             self.filled[missing] = True
 
-    def encode_all(self, chunk: int = 65536) -> None:
-        for start in range(0, len(self.filled), chunk):
-            self.ensure(np.arange(start, min(start + chunk, len(self.filled))))
+    def encode_all(self, chunk: int = 65536, show_progress: bool = True) -> None:
+        with progress(total=len(self.filled), desc="encode", unit="img", disable=not show_progress) as bar:
+            for start in range(0, len(self.filled), chunk):
+                stop = min(start + chunk, len(self.filled))
+                self.ensure(np.arange(start, stop))
+                bar.update(stop - start)
 
     def representation(self, *, sampled: bool = False) -> Representation:
         """The posterior mean, or a fresh z ~ q(z|x) per request (drawn from the metric's rng)."""

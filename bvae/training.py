@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from bvae import distributed
 from bvae.config import TrainConfig
@@ -29,6 +28,7 @@ from bvae.errors import BadInput, InvalidSetting
 from bvae.fileio import atomic_path
 from bvae.models import BetaVAE, ModelConfig, images_to_input, select_device
 from bvae.objectives import ObjectiveConfig, capacity_at, compute_loss
+from bvae.progress import progress
 
 CHECKPOINT_FORMAT = 1
 
@@ -160,12 +160,8 @@ class Trainer:
         latent_dim = self.model_config.latent_dim
         window = torch.zeros(3 + latent_dim, device=self.device)  # loss, recon, kl, kl_z*
         window_steps, window_start = 0, time.perf_counter()
-        bar = tqdm(
-            total=config.steps,
-            initial=self.step,
-            unit="step",
-            disable=not show_progress,
-            mininterval=1.0,  # a line a second, not hundreds, when the log is a file
+        bar = progress(
+            total=config.steps, initial=self.step, desc="train", unit="step", disable=not show_progress
         )
         with bar:
             while self.step < config.steps:

@@ -74,6 +74,13 @@ def animation_frames(grid: np.ndarray) -> np.ndarray:
     return np.stack([mosaic(grid[:, t][None]) for t in sequence])
 
 
+# A latent whose second-best factor holds at least this share of its best factor's
+# normalised MI is "entangled" between the two: the relative gap (best - second) / best is
+# below 1 - ENTANGLED_SHARE. At 0.5, a latent at MI/H 0.14 posX, 0.10 posY (gap 29 %) is
+# entangled; one at 0.80 posX, 0.05 posY (gap 94 %) encodes posX.
+ENTANGLED_SHARE = 0.5
+
+
 def latent_factor_table(
     latents_mean: np.ndarray,
     latents_logvar: np.ndarray,
@@ -82,13 +89,16 @@ def latent_factor_table(
     kl_per_latent: np.ndarray,
     *,
     active_kl: float = 0.1,
+    entangled_share: float = ENTANGLED_SHARE,
     num_bins: int = 20,
 ) -> list[dict]:
-    """What each latent encodes: KL, mean posterior variance, MI with each factor, best factor.
+    """What each latent encodes: KL, mean posterior variance, MI with each factor, and its best
+    and second-best factor with the relative gap between them.
 
     MI is in nats on 20-bin discretised means (as MIG); ``normalized_mi`` divides by the
     factor's entropy so factors with many values are comparable. A latent whose KL is below
-    ``active_kl`` is "inactive" whatever its MI.
+    ``active_kl`` is "inactive" whatever its MI; an active one whose second factor reaches
+    ``entangled_share`` of its best is "entangled: best+second".
     """
     binned = histogram_discretize(latents_mean, num_bins)
     factor_entropy = [entropy(factor_classes[:, j]) for j in range(factor_classes.shape[1])]
@@ -99,8 +109,18 @@ def latent_factor_table(
             for j, name in enumerate(factor_names)
         }
         normalized = {name: information[name] / factor_entropy[j] for j, name in enumerate(factor_names)}
-        best = max(normalized, key=normalized.get)
+        ranked = sorted(normalized, key=normalized.get, reverse=True)
+        best, second = ranked[0], (ranked[1] if len(ranked) > 1 else None)
+        top = normalized[best]
+        runner_up = normalized[second] if second else 0.0
+        relative_gap = (top - runner_up) / top if top > 0 else 0.0
         active = bool(kl_per_latent[latent] >= active_kl)
+        if not active:
+            encodes = "inactive"
+        elif second and runner_up >= entangled_share * top and top > 0:
+            encodes = f"entangled: {best}+{second}"
+        else:
+            encodes = best
         table.append(
             {
                 "latent": f"z{latent}",
@@ -108,24 +128,55 @@ def latent_factor_table(
                 "mean_posterior_variance": float(np.mean(np.exp(latents_logvar[:, latent]))),
                 "mutual_information": information,
                 "normalized_mi": normalized,
-                "encodes": best if active else "inactive",
+                "best_factor": best,
+                "second_factor": second,
+                "relative_gap": float(relative_gap),
+                "encodes": encodes,
             }
         )
     return table
 
 
-def latent_table_markdown(table: list[dict]) -> str:
-    """The latent table as Markdown, a row per latent (the seed's "z4: Pos X, variance 0.0002")."""
-    names = list(table[0]["normalized_mi"]) if table else []
-    header = (
-        "| latent | encodes | KL (nats) | mean posterior variance | "
-        + " | ".join(f"MI/H {n}" for n in names)
-        + " |"
+def latent_summary(table: list[dict]) -> dict[str, int]:
+    """How many latents are active, and of those how many encode one factor or are entangled."""
+    active = [row for row in table if row["encodes"] != "inactive"]
+    entangled = sum(row["encodes"].startswith("entangled") for row in active)
+    return {
+        "active": len(active),
+        "disentangled": len(active) - entangled,
+        "entangled": entangled,
+        "inactive": len(table) - len(active),
+    }
+
+
+def summary_line(summary: dict[str, int]) -> str:
+    return (
+        f"{summary['active']} active latents: {summary['disentangled']} encode one factor, "
+        f"{summary['entangled']} entangled; {summary['inactive']} inactive"
     )
-    rule = "|" + "---|" * (4 + len(names))
-    lines = [header, rule]
+
+
+def latent_table_markdown(table: list[dict], entangled_share: float = ENTANGLED_SHARE) -> str:
+    """The latent table as Markdown: the summary line, then a row per latent."""
+    names = list(table[0]["normalized_mi"]) if table else []
+    lines = [
+        summary_line(latent_summary(table)) + ".",
+        "",
+        f"A latent is *entangled* when its second factor's MI/H is at least {entangled_share:.0%} "
+        "of its best factor's (relative gap below "
+        f"{1 - entangled_share:.0%}). MI/H: mutual information with the factor over the "
+        "factor's entropy, on 20-bin discretised posterior means.",
+        "",
+        "| latent | encodes | best | second | gap | KL (nats) | mean posterior variance | "
+        + " | ".join(f"MI/H {n}" for n in names)
+        + " |",
+        "|" + "---|" * (7 + len(names)),
+    ]
     for row in table:
         mi = " | ".join(f"{row['normalized_mi'][n]:.2f}" for n in names)
         kl, variance = row["kl"], row["mean_posterior_variance"]
-        lines.append(f"| {row['latent']} | {row['encodes']} | {kl:.2f} | {variance:.4f} | {mi} |")
+        lines.append(
+            f"| {row['latent']} | {row['encodes']} | {row['best_factor']} | {row['second_factor'] or '-'} "
+            f"| {row['relative_gap']:.0%} | {kl:.2f} | {variance:.4f} | {mi} |"
+        )
     return "\n".join(lines) + "\n"

@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,6 +179,15 @@ def _failure(name: str, code: int, tail: list[str]) -> ExperimentFailed:
     )
 
 
+def _output_lines(stream, tail: deque[str]) -> Iterator[str]:
+    """Non-empty output lines (a progress bar: its last state), each also kept in ``tail``."""
+    for raw in stream:
+        line = raw.rstrip("\n").split("\r")[-1].rstrip()
+        if line:
+            tail.append(line)
+            yield line
+
+
 def run_experiment(
     project: str | os.PathLike,
     name: str,
@@ -186,9 +195,11 @@ def run_experiment(
     *,
     extra_env: Mapping[str, str] | None = None,
     echo: Callable[[str], None] | None = None,
+    follow: Callable[[Iterator[str]], None] | None = None,
     tail_lines: int = 60,
 ) -> Experiment:
-    """``dvc exp run --temp -n NAME -S …`` in ``project``; each output line goes to ``echo``."""
+    """``dvc exp run --temp -n NAME -S …`` in ``project``; each output line goes to ``echo``,
+    or the stream of lines to ``follow`` (which echoes them itself: the flows' stage tasks)."""
     project = Path(project).resolve()
     overrides = dict(overrides or {})
     if not _NAME.match(name):
@@ -208,11 +219,14 @@ def run_experiment(
         errors="replace",
     ) as process:
         assert process.stdout is not None
-        for raw in process.stdout:
-            line = raw.rstrip("\n").split("\r")[-1].rstrip()  # progress bars: their last state
-            if line:
-                tail.append(line)
+        lines = _output_lines(process.stdout, tail)
+        if follow is None:
+            for line in lines:
                 echo(line)
+        else:
+            follow(lines)
+            for _ in lines:  # whatever follow left unread still belongs to the tail
+                pass
         code = process.wait()
     if code != 0:
         raise _failure(name, code, list(tail))

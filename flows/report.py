@@ -6,8 +6,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bvae.stages.register import HEADLINE
-from bvae.tracking import flatten
+from bvae.report_keys import HEADLINE
+from bvae.tracking import flatten, ui_page
 
 # Where people browse MLflow when the tracking URI is a local file (the README's `mlflow server`).
 DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"
@@ -29,7 +29,7 @@ def run_link(base: str, experiment_id: str | None, run_id: str | None) -> str:
         return "—"
     if not experiment_id:
         return f"`{run_id}`"
-    return f"[{run_id[:8]}]({base}/#/experiments/{experiment_id}/runs/{run_id})"
+    return f"[{run_id[:8]}]({ui_page(base, experiment_id, run_id)})"
 
 
 def _number(value: Any) -> str:
@@ -59,17 +59,41 @@ def retrain_markdown(
     )
     lines = [f"## bvae retrain `{name}`", "", "| metric | value |", "|---|---|", rows, ""]
     if registration:
-        champion = registration.get("champion_version")
-        state = "champion" if registration.get("promoted") else "candidate"
+        experiment_id, run_id = registration.get("mlflow_experiment_id"), registration.get("mlflow_run_id")
         lines += [
-            f"**Registry:** `{registration['name']}` version {registration['version']} ({state}; "
-            f"champion is version {champion})",
+            f"**Registry:** {registration_sentence(registration)}",
             "",
-            "**MLflow run:** "
-            + run_link(ui_base, registration.get("mlflow_experiment_id"), registration.get("mlflow_run_id")),
+            "**MLflow run:** " + run_link(ui_base, experiment_id, run_id),
+            "",
+            "**Report:** " + report_link(ui_base, experiment_id, run_id),
         ]
-    lines += ["", f"**DVC experiment:** `{name}` (`dvc exp show`, `dvc exp apply {name}`)"]
+    lines += [
+        "",
+        f"**DVC experiment:** `{name}` (`dvc exp show`; `dvc exp apply {name}` brings its outputs, "
+        "`reports/report.html` among them, into the workspace)",
+    ]
     return "\n".join(lines) + "\n"
+
+
+def registration_sentence(registration: Mapping[str, Any]) -> str:
+    """What the register stage did, in words: a new version, or none because these weights
+    are an existing version's (a run that changed nothing registers nothing)."""
+    name, version = registration["name"], registration["version"]
+    champion = registration.get("champion_version")
+    if registration.get("created") is False:
+        return (
+            f"nothing registered: the weights equal `{name}` version {version}'s "
+            f"(champion is version {champion})"
+        )
+    state = "the new champion" if registration.get("promoted") else "a candidate"
+    return f"`{name}` version {version} registered, {state} (champion is version {champion})"
+
+
+def report_link(base: str, experiment_id: str | None, run_id: str | None) -> str:
+    """The run's offline HTML report in the MLflow UI's artifact view."""
+    if not (experiment_id and run_id):
+        return "—"
+    return f"[report.html]({ui_page(base, experiment_id, run_id, 'artifacts/report/report.html')})"
 
 
 def comparison_rows(points: Sequence[Mapping[str, Any]], selection_metric: str) -> list[dict[str, Any]]:

@@ -14,10 +14,11 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run as current_flow_run
 
 from bvae.tracking import tracking_uri
 from flows.experiments import validate_overrides
-from flows.report import mlflow_ui_base, retrain_markdown
+from flows.report import mlflow_ui_base, registration_sentence, retrain_markdown
 from flows.tasks import EXPERIMENT_LIMIT, ensure_limit, run_pipeline
 
 
@@ -53,13 +54,9 @@ def retrain(
     )
     create_markdown_artifact(markdown=markdown, key="bvae-retrain", description=f"DVC experiment {name}")
     if registration:
-        logger.info(
-            "%s version %s registered (champion: version %s)",
-            registration["name"],
-            registration["version"],
-            registration["champion_version"],
-        )
+        logger.info("%s", registration_sentence(registration))
     return {
+        "flow_run_id": str(current_flow_run.id),
         "experiment": name,
         "ref": experiment.ref,
         "metrics": experiment.metrics,

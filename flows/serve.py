@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from prefect import serve
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.schedules import Cron, Interval
 
 from bvae.telemetry import TELEMETRY_OFF
@@ -27,6 +28,7 @@ from flows.runners import RUNNERS, choose_runner
 from flows.sweep import DEFAULT_GRID, sweep
 
 WEEKLY = "0 3 * * 1"  # Mondays 03:00
+ONE_AT_A_TIME = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
 
 
 def deployments(
@@ -50,6 +52,9 @@ def deployments(
     scheduled = retrain.to_deployment(
         name="scheduled",
         schedule=schedule,
+        # One retrain at a time: a run that comes due while the last still runs is cancelled
+        # (retraining twice on the same data is waste, and queued runs would pile up).
+        concurrency_limit=ONE_AT_A_TIME,
         parameters={"project": project},
         description="Retrain: the DVC pipeline as an experiment; register and gate the model.",
         tags=["bvae", "retrain"],

@@ -1,4 +1,5 @@
-"""Prefect tasks shared by the flows: run one DVC experiment, guarded by a concurrency limit.
+"""Prefect tasks shared by the flows: run one DVC experiment, guarded by a concurrency limit,
+with each DVC stage as a task run of its own while it runs.
 
 No task here caches its result (``NO_CACHE``): each call has side effects (a DVC experiment,
 an MLflow run, a registry version) that a cached result would silently skip.
@@ -7,7 +8,8 @@ an MLflow run, a registry version) that a cached result would silently skip.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,64 @@ def retry_unless_permanent(task_, task_run, state) -> bool:
     return True
 
 
+# What `dvc repro` / `dvc exp run` print as the pipeline goes.
+STAGE_RUNS = re.compile(r"^Running stage '(?P<stage>[^']+)':")
+STAGE_SKIPPED = re.compile(r"^Stage '(?P<stage>[^']+)' (?P<why>didn't change|is cached)")
+STAGE_FAILED = re.compile(r"failed to reproduce '(?P<stage>[^']+)'")
+
+
+class StageFailed(RuntimeError):
+    """A DVC stage exited non-zero (the experiment's error says how and what to do)."""
+
+
+class StageOutput:
+    """DVC's output lines, read one stage at a time; every line read is echoed once."""
+
+    def __init__(self, lines: Iterator[str], echo: Callable[[str], None]):
+        self.lines, self.echo, self.pending = lines, echo, None
+
+    def next_line(self) -> str | None:
+        if self.pending is not None:
+            line, self.pending = self.pending, None
+            return line
+        line = next(self.lines, None)
+        if line is not None:
+            self.echo(line)
+        return line
+
+    def rest_of_stage(self, stage: str) -> None:
+        """Read up to the next stage's first line; raise if DVC says ``stage`` failed."""
+        while (line := self.next_line()) is not None:
+            if STAGE_RUNS.match(line) or STAGE_SKIPPED.match(line):
+                self.pending = line
+                return
+            failed = STAGE_FAILED.search(line)
+            if failed and failed["stage"] == stage:
+                raise StageFailed(line.removeprefix("ERROR: "))
+
+
+@task(name="dvc-stage", task_run_name="{stage}", cache_policy=NO_CACHE, retries=0)
+def dvc_stage(stage: str, output: StageOutput, skipped: str | None = None) -> str:
+    """One stage of the running pipeline, for as long as DVC runs it (its output is the log)."""
+    if skipped:
+        return skipped
+    output.rest_of_stage(stage)
+    return "ran"
+
+
+def follow_stages(lines: Iterator[str], echo: Callable[[str], None]) -> None:
+    """Each stage DVC runs becomes a task run of the flow (name, duration, outcome); a stage
+    DVC skips (unchanged, or restored from the run-cache) a task run that says so."""
+    output = StageOutput(lines, echo)
+    while (line := output.next_line()) is not None:
+        if runs := STAGE_RUNS.match(line):
+            dvc_stage(runs["stage"], output, return_state=True)
+        elif skipped := STAGE_SKIPPED.match(line):
+            why = "unchanged" if skipped["why"] == "didn't change" else "restored from the run-cache"
+            named = dvc_stage.with_options(task_run_name=f"{skipped['stage']} ({why})")
+            named(skipped["stage"], output, skipped=why, return_state=True)
+
+
 @task(
     name="dvc-experiment",
     task_run_name="dvc exp run {name}",
@@ -89,7 +149,11 @@ def run_pipeline(
     """The whole DVC pipeline as experiment ``name`` (one slot of ``limit`` while it runs)."""
     logger = get_run_logger()
     project_dir = Path(project)
+
+    def follow(lines: Iterator[str]) -> None:
+        follow_stages(lines, logger.info)
+
     if limit is None:
-        return run_experiment(project_dir, name, overrides, extra_env=extra_env, echo=logger.info)
+        return run_experiment(project_dir, name, overrides, extra_env=extra_env, follow=follow)
     with concurrency(limit, occupy=1, strict=True):
-        return run_experiment(project_dir, name, overrides, extra_env=extra_env, echo=logger.info)
+        return run_experiment(project_dir, name, overrides, extra_env=extra_env, follow=follow)

@@ -30,3 +30,16 @@ def test_every_readme_bvae_subcommand_exists():
         if line.startswith("bvae ")
     }
     assert used and used <= known, used - known
+
+
+def test_the_readme_switches_telemetry_off_for_the_servers_it_starts():
+    """The README's own `mlflow server` / `prefect server start` commands are not bvae's: the
+    README must give the shell line that turns their telemetry off, every switch bvae sets."""
+    from bvae.telemetry import TELEMETRY_OFF
+
+    exports = [
+        line for line in fenced_commands((REPO_ROOT / "README.md").read_text()) if line.startswith("export ")
+    ]
+    assert any(
+        all(f"{key}={value}" in line.split() for key, value in TELEMETRY_OFF.items()) for line in exports
+    )

@@ -34,7 +34,19 @@ def _imports(file: Path) -> set[str]:
     found: set[str] = set()
     tree = ast.parse(file.read_text())
     nodes = tree.body if file.name == "__init__.py" else ast.walk(tree)
+    package = ".".join(file.relative_to(REPO_ROOT).parent.parts)
     for node in nodes:
+        # A module shipped as a file beside its user (``Path(__file__).with_name("x.py")``: the
+        # served model MLflow copies into every logged model) is code the stage runs too.
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "with_name"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and str(node.args[0].value).endswith(".py")
+        ):
+            found.add(f"{package}.{node.args[0].value[:-3]}")
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names if alias.name.split(".")[0] == "bvae"}
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "bvae":

@@ -114,3 +114,50 @@ def test_served_sweeps_take_the_runner_flags():
     assert on_demand.parameters["cluster"] == "tcp://10.0.0.5:8786"
     with pytest.raises(ParamsError, match="unknown"):
         deployments("/srv/bvae", sweep_runner="spark")
+
+
+def test_a_retrain_that_changed_nothing_says_so_and_links_its_report():
+    """A rerun on the same weights once reported "version 3 registered"."""
+    from flows.report import retrain_markdown
+
+    registration = {
+        "name": "bvae-dsprites",
+        "version": "3",
+        "champion_version": "3",
+        "created": False,
+        "promoted": False,
+        "mlflow_experiment_id": "1",
+        "mlflow_run_id": "abcdef123456",
+    }
+    text = retrain_markdown("retrain-x", {}, registration, "model.mean.mig.discrete_mig", "http://ui")
+    assert "nothing registered: the weights equal `bvae-dsprites` version 3's" in text
+    assert "registered, " not in text
+    report = "(http://ui/#/experiments/1/runs/abcdef123456/artifacts/report/report.html?workflowType=machine_learning)"
+    assert report in text  # the Model training view, not MLflow 3.17's GenAI default
+    fresh = retrain_markdown(
+        "retrain-y", {}, {**registration, "created": True, "promoted": True, "version": "4"}, "x", "http://ui"
+    )
+    assert "`bvae-dsprites` version 4 registered, the new champion (champion is version 3)" in fresh
+
+
+def test_dvc_output_is_read_a_stage_at_a_time():
+    from flows.tasks import STAGE_RUNS, StageFailed, StageOutput
+
+    printed = [
+        "Stage 'download' didn't change, skipping",
+        "Running stage 'train':",
+        "> python -m bvae train",
+        "train:  50% (10/20 step, 9.1 step/s)",
+        "Updating lock file 'dvc.lock'",
+        "Running stage 'evaluate':",
+        "> python -m bvae evaluate",
+        "ERROR: failed to reproduce 'evaluate': failed to run: python -m bvae evaluate, exited with 2",
+    ]
+    echoed: list[str] = []
+    output = StageOutput(iter(printed), echoed.append)
+    assert output.next_line() == printed[0] and STAGE_RUNS.match(output.next_line())
+    output.rest_of_stage("train")  # up to the next stage's first line, which stays unread
+    assert output.next_line() == "Running stage 'evaluate':"
+    with pytest.raises(StageFailed, match="failed to reproduce 'evaluate'"):
+        output.rest_of_stage("evaluate")
+    assert echoed == printed  # every line echoed once

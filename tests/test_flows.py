@@ -37,6 +37,16 @@ def task_runs_of(state) -> list:
         return client.read_task_runs(flow_run_filter=flow_run)
 
 
+def stage_runs(flow_run_id) -> list[tuple[str, str]]:
+    """(name, state) of the flow run's DVC stage task runs, in the order they started."""
+    with get_client(sync_client=True) as client:
+        flow_run = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        runs = client.read_task_runs(flow_run_filter=flow_run)
+    stages = [run_ for run_ in runs if run_.task_key.startswith("dvc_stage")]
+    stages.sort(key=lambda run_: run_.start_time)
+    return [(run_.name, run_.state.type.value) for run_ in stages]
+
+
 def test_retrain_runs_the_pipeline_as_an_experiment_and_registers(project):
     from flows.retrain import retrain
 
@@ -62,6 +72,19 @@ def test_retrain_runs_the_pipeline_as_an_experiment_and_registers(project):
     artifact = Artifact.get("bvae-retrain")
     assert artifact is not None and "retrain-one" in artifact.data
     assert f"/runs/{registration['mlflow_run_id']}" in artifact.data and "version 1" in artifact.data
+    assert f"/runs/{registration['mlflow_run_id']}/artifacts/report/report.html" in artifact.data
+    # Each DVC stage showed as a task run while it ran: the data stages restored, the rest run.
+    stages = stage_runs(result["flow_run_id"])
+    assert [name for name, _ in stages] == [
+        "download (unchanged)",
+        "shard (unchanged)",
+        "train",
+        "evaluate",
+        "traverse",
+        "report",
+        "register",
+    ]
+    assert all(state == "COMPLETED" for _, state in stages)
 
 
 def test_a_bad_parameter_fails_at_once_and_is_never_retried(project):
@@ -90,8 +113,10 @@ def test_a_failing_stage_fails_the_flow_with_its_error_and_no_retry(project):
     assert state.is_failed()
     assert "stage 'traverse' exited with 2" in state.message
     assert "traverse.device is cuda:99 but no CUDA GPU is visible" in state.message
-    (task_run,) = task_runs_of(state)
+    (task_run,) = [run_ for run_ in task_runs_of(state) if run_.task_key.startswith("run_pipeline")]
     assert task_run.state.is_failed() and task_run.run_count == 1  # a bad input is not retried
+    stages = dict(stage_runs(state.state_details.flow_run_id))
+    assert stages["traverse"] == "FAILED" and stages["train (restored from the run-cache)"] == "COMPLETED"
     with pytest.raises(ExperimentFailed):
         state.result()
 

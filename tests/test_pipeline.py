@@ -101,14 +101,37 @@ def test_dvc_repro_evaluate_scores_model_and_baselines(pipeline_repo):
     assert "reports/metrics.json" in shown[""]["data"]
     from mlflow import MlflowClient
 
-    run_id = json.loads((repo / "models/mlflow_run.json").read_text())["run_id"]
-    logged = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}").get_run(run_id).data.metrics
+    run_file = json.loads((repo / "models/mlflow_run.json").read_text())
+    run_id = run_file["run_id"]
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    # The run's metrics are its curves and a few headline figures; every figure is in the
+    # evaluation table; the headline figures are also the logged model's, per dataset.
+    logged = client.get_run(run_id).data.metrics
+    evaluation = {key for key in logged if key.startswith("eval.")}
+    assert evaluation == {
+        "eval.model.mean.factor_vae.eval_accuracy",
+        "eval.model.mean.beta_vae.eval_accuracy",
+        "eval.model.mean.mig.discrete_mig",
+        "eval.model.mean.dci.disentanglement",
+        "eval.heldout.reconstruction_nats",
+        "eval.heldout.kl_nats",
+        "eval.heldout.negative_elbo_nats",
+    }
     assert (
         logged["eval.model.mean.factor_vae.eval_accuracy"]
         == report["model"]["mean"]["factor_vae"]["eval_accuracy"]
     )
-    assert logged["eval.baselines.ground_truth.mig.discrete_mig"] == truth["mig"]["discrete_mig"]
-    tags = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}").get_run(run_id).data.tags
+    table_file = client.download_artifacts(run_id, "evaluation/figures.json", str(repo / "downloaded"))
+    table = json.loads(open(table_file).read())
+    assert table["columns"] == ["figure", "value"]
+    figures = {name: value for name, value in table["data"]}
+    assert set(figures) == numeric | {f"seconds.{key}" for key in report["seconds"]}
+    truth_mig = figures["baselines.ground_truth.mig.discrete_mig"]
+    assert truth_mig == pytest.approx(truth["mig"]["discrete_mig"], rel=1e-9)  # the table keeps 10 digits
+    model_metrics = client.get_logged_model(run_file["model_id"]).metrics
+    assert {m.key for m in model_metrics} == evaluation
+    assert {m.dataset_name for m in model_metrics} == {"dsprites-procedural"}
+    tags = client.get_run(run_id).data.tags
     assert (
         tags["eval.protocol.dci_estimator"] == "forest"
         and tags["eval.protocol.comparable_to_dlib"] == "False"
@@ -152,6 +175,27 @@ def test_dvc_repro_registers_a_champion_and_a_no_op_repro_leaves_the_registry_al
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     champion = client.get_model_version_by_alias("bvae-dsprites", "champion")
     assert champion.tags["data_digest"] and champion.tags["objective"] == "beta"
+    # Tags describe this model: β for a β-VAE (no γ or C), its training, where its data came from.
+    assert champion.tags["beta"] == "4.0" and "gamma" not in champion.tags
+    assert "capacity_max_nats" not in champion.tags and champion.tags["train.steps"] == "40"
+    assert champion.tags["data_source"] == "procedural"
+    # Its card: the headline figures first, beside the baselines; then lineage.
+    env = {**clean_env(), "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}"}
+    run(["bvae", "pull", "bvae-dsprites@champion", "--out", str(repo.parent / "pulled")], repo, env=env)
+    card = (repo.parent / "pulled/MODEL_CARD.md").read_text()
+    assert card.index("## Headline figures") < card.index("## Lineage") < card.index("## Params")
+    assert "| figure | this model | baseline: ground_truth | baseline: ica |" in card
+    assert "| model.mean.factor_vae.eval_accuracy | " in card and "| heldout.kl_nats | " in card
+    # The offline report: one page with everything embedded, also in the MLflow run.
+    page = (repo / "reports/report.html").read_text()
+    assert "<script" not in page and 'src="http' not in page and 'href="http' not in page
+    assert page.count('src="data:image/png;base64,') >= 6 and "data:image/gif;base64," in page
+    for column in ("model (mean)", "model (sampled)", "baseline: ground_truth", "baseline: untrained"):
+        assert f"<th>{column}</th>" in page
+    assert "<td>factor_vae.eval_accuracy</td><td class=n>" in page and "<td>dci.disentanglement</td>" in page
+    assert "active latents:" in page and "Not comparable with disentanglement_lib" in page
+    run_id = json.loads((repo / "models/mlflow_run.json").read_text())["run_id"]
+    assert [a.path for a in client.list_artifacts(run_id, "report")] == ["report/report.html"]
     assert (
         champion.tags["mlflow_run_id"] == json.loads((repo / "models/mlflow_run.json").read_text())["run_id"]
     )

@@ -14,7 +14,7 @@ import pytest
 
 from bvae.data import factors, render
 from tests.helpers import copy_repository, run, set_params
-from tests.servers import free_port, mlflow_server
+from tests.servers import background, free_port, mlflow_server
 
 pytestmark = pytest.mark.slow
 
@@ -204,16 +204,15 @@ def test_consumer_with_only_mlflow_and_torch(trained, server, tmp_path, test_ima
             """
             import sys
             sys.modules["bvae"] = None  # bvae is not importable here
-            import mlflow, numpy as np, torch
+            import mlflow, numpy as np
             try:
                 import bvae  # noqa: F401
                 raise SystemExit("bvae was importable")
             except ImportError:
                 pass
-            model = mlflow.pytorch.load_model("models:/bvae-test@champion")
-            images = torch.from_numpy(np.load(sys.argv[1])).float().unsqueeze(1)
-            mean, logvar, logits = model(images)
-            np.save(sys.argv[2], mean.detach().numpy())
+            model = mlflow.pyfunc.load_model("models:/bvae-test@champion")
+            encoded = model.predict(np.load(sys.argv[1]).astype(np.float32)[:, None])
+            np.save(sys.argv[2], encoded["latents_mean"])
             """
         )
     )
@@ -261,3 +260,54 @@ def test_errors_name_what_exists(trained, server, tmp_path):
     assert "cannot be reached" in unreachable.stderr and unreachable.stderr.count("\n") <= 3
     assert time.monotonic() - start < 30
     assert not (tmp_path / "x").exists()
+
+
+def test_the_champion_serves_over_http_and_predicts_from_the_cli(trained, server, tmp_path, test_images):
+    """`mlflow models serve` of the registered champion answers a JSON POST of images with named
+    latents (and the reconstruction when asked), refuses non-binary pixels with a 400 naming
+    them, and `mlflow models predict` gives the same latents."""
+    import urllib.error
+    import urllib.request
+
+    from bvae.consume import encode
+    from bvae.model_file import load_model
+
+    repo, env = trained
+    set_score(repo, 0.30)
+    register(repo, env)
+    model = load_model(repo / "models/model.pt")
+    expected_mean, expected_logvar = encode(model, test_images.astype(np.float32))
+    images = test_images.astype(np.float32)[:, None]
+    port = free_port()
+    command = ["mlflow", "models", "serve", "-m", "models:/bvae-test@champion"]
+    command += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+    with background(command, tmp_path, "serve", env, f"http://127.0.0.1:{port}/ping"):
+
+        def post(body: dict) -> tuple[int, dict]:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/invocations",
+                data=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    return response.status, json.loads(response.read())
+            except urllib.error.HTTPError as error:
+                return error.code, json.loads(error.read())
+
+        status, answer = post({"inputs": images.tolist()})
+        assert status == 200 and sorted(answer["predictions"]) == ["latents_logvar", "latents_mean"]
+        assert np.allclose(answer["predictions"]["latents_mean"], expected_mean, atol=1e-5)
+        assert np.allclose(answer["predictions"]["latents_logvar"], expected_logvar, atol=1e-5)
+        status, answer = post({"inputs": images[:1].tolist(), "params": {"reconstruction": True}})
+        assert status == 200 and np.asarray(answer["predictions"]["reconstruction"]).shape == (1, 1, 64, 64)
+        status, answer = post({"inputs": (images[:2] * 255).tolist()})
+        assert status == 400 and "pixels must be 0 or 1" in answer["message"]
+
+    (tmp_path / "input.json").write_text(json.dumps({"inputs": images[:4].tolist()}))
+    command = ["mlflow", "models", "predict", "-m", "models:/bvae-test@champion", "-t", "json"]
+    command += ["-i", str(tmp_path / "input.json"), "-o", str(tmp_path / "output.json")]
+    command += ["--env-manager", "local"]
+    run(command, tmp_path, env=env)
+    predicted = json.loads((tmp_path / "output.json").read_text())["predictions"]
+    assert np.allclose(predicted["latents_mean"], expected_mean[:4], atol=1e-5)

@@ -25,12 +25,12 @@ def finished_flow_runs(api: str) -> list[dict]:
         return json.loads(response.read())
 
 
-def deployment_names(api: str) -> list[str]:
+def deployments(api: str) -> dict[str, dict]:
     request = urllib.request.Request(
         f"{api}/deployments/filter", data=b"{}", headers={"Content-Type": "application/json"}
     )
     with urllib.request.urlopen(request, timeout=10) as response:
-        return sorted(item["name"] for item in json.loads(response.read()))
+        return {item["name"]: item for item in json.loads(response.read())}
 
 
 @pytest.mark.slow
@@ -47,7 +47,11 @@ def test_served_retrain_runs_on_its_schedule_and_lands_a_model(template, tmp_pat
                 assert process.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
                 time.sleep(2)
                 finished = finished_flow_runs(api)
-            assert deployment_names(api) == ["on-demand", "scheduled"]
+            declared = deployments(api)
+            assert sorted(declared) == ["on-demand", "scheduled"]
+            # At most one retrain at a time: one due while another runs is cancelled.
+            assert declared["scheduled"]["global_concurrency_limit"]["limit"] == 1
+            assert declared["scheduled"]["concurrency_options"]["collision_strategy"] == "CANCEL_NEW"
         log = (tmp_path / "serve.log").read_text()
     assert finished, f"no scheduled run finished in time; serve log:\n{log[-3000:]}"
     (flow_run,) = finished

@@ -154,21 +154,33 @@ def test_mlflow_run_contents(uninterrupted, train_repo):
     assert dataset_input.dataset.name == "dsprites-procedural"
     assert logged.data.tags["git_commit"] == uninterrupted["head"]
     assert logged.info.status == "FINISHED" and logged.info.run_name
+    # MLflow 3's UI opens the experiment on its runs, not on an empty GenAI dashboard.
+    experiment = client.get_experiment(logged.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     artifacts = {a.path for a in client.list_artifacts(run_file["run_id"], "training")}
     assert artifacts == {"training/curves.csv", "training/summary.json"}
 
+    # The logged model is the served pyfunc: named outputs for any batch size, equal to the
+    # trained network's, the reconstruction only when asked; it refuses non-binary pixels.
     mlflow.set_tracking_uri(uri)
-    exported = mlflow.pytorch.load_model(run_file["model_uri"])
+    served = mlflow.pyfunc.load_model(run_file["model_uri"])
     from bvae.models import BetaVAE
 
     state = uninterrupted["state"]
     model = BetaVAE(ModelConfig(**state["config"]["model"])).eval()
     model.load_state_dict(state["state_dict"])
-    images = torch.from_numpy(render.render_images(factors.all_classes()[::100000])).float()[:, None]
+    images = render.render_images(factors.all_classes()[::100000]).astype(np.float32)[:, None]
     with torch.no_grad():
-        expected_mean = model(images)[0]
-        exported_mean = exported(images)[0]
-    assert torch.allclose(expected_mean, exported_mean, atol=1e-5)
+        mean, logvar, logits = model(torch.from_numpy(images))
+    encoded = served.predict(images)
+    assert sorted(encoded) == ["latents_logvar", "latents_mean"]
+    assert np.allclose(encoded["latents_mean"], mean.numpy(), atol=1e-5)
+    assert np.allclose(encoded["latents_logvar"], logvar.numpy(), atol=1e-5)
+    one = served.predict(images[:1], params={"reconstruction": True})  # batch 1 too
+    assert np.allclose(one["latents_mean"], mean[:1].numpy(), atol=1e-5)
+    assert np.allclose(one["reconstruction"], torch.sigmoid(logits[:1]).numpy(), atol=1e-5)
+    with pytest.raises(mlflow.exceptions.MlflowException, match="pixels must be 0 or 1"):
+        served.predict(images * 255)
 
 
 @pytest.mark.slow

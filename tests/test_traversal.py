@@ -71,8 +71,35 @@ def test_latent_table_finds_a_known_factor():
     assert table[0]["encodes"] == "posX" and table[0]["normalized_mi"]["posX"] > 0.8
     assert table[0]["mean_posterior_variance"] == pytest.approx(2e-4)
     assert table[1]["encodes"] == "inactive" and table[2]["encodes"] == "inactive"
+    assert table[0]["best_factor"] == "posX" and table[0]["second_factor"] == "shape"
+    assert table[0]["relative_gap"] > 0.9
     markdown = traversal.latent_table_markdown(table)
-    assert "| z1 | posX | 4.00 | 0.0002 |" in markdown
+    assert "| z1 | posX | posX | shape | " in markdown and "| 4.00 | 0.0002 |" in markdown
+    assert markdown.startswith("1 active latents: 1 encode one factor, 0 entangled; 2 inactive.")
+
+
+def test_a_latent_moving_the_sprite_diagonally_is_entangled_not_labelled_posx():
+    """The committed model's z0 had MI/H 0.14 with posX and 0.10 with posY, and the table
+    said "posX". A latent that follows posX + posY (a diagonal) is entangled between them;
+    one that follows posX alone beside it is not."""
+    rng = np.random.default_rng(1)
+    n = 20000
+    factor_classes = np.stack([rng.integers(0, 32, n), rng.integers(0, 32, n)], axis=1)  # posX, posY
+    diagonal = factor_classes[:, 0] + factor_classes[:, 1] + rng.normal(0, 0.5, n)
+    mostly_x = factor_classes[:, 0] + 0.1 * factor_classes[:, 1] + rng.normal(0, 0.5, n)
+    means = np.stack([diagonal, mostly_x], axis=1)
+    table = traversal.latent_factor_table(
+        means, np.zeros((n, 2)), factor_classes, ["posX", "posY"], np.array([3.0, 2.0])
+    )
+    by_latent = {row["latent"]: row for row in table}
+    assert by_latent["z0"]["encodes"] in ("entangled: posX+posY", "entangled: posY+posX")
+    assert by_latent["z0"]["relative_gap"] < 0.5
+    assert by_latent["z1"]["encodes"] == "posX" and by_latent["z1"]["relative_gap"] >= 0.5
+    assert traversal.latent_summary(table) == {"active": 2, "disentangled": 1, "entangled": 1, "inactive": 0}
+    strict = traversal.latent_factor_table(
+        means, np.zeros((n, 2)), factor_classes, ["posX", "posY"], np.array([3.0, 2.0]), entangled_share=1.0
+    )
+    assert not any(row["encodes"].startswith("entangled") for row in strict)
 
 
 def test_rendered_reports_exist_and_are_not_blank(full_dataset, tmp_path):

@@ -17,9 +17,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from bvae.errors import BadInput, Transient
+from bvae.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +102,7 @@ def _fetch_once(url: str, part: Path, timeout_s: float, show_progress: bool) -> 
         received = have
         with (
             open(part, "ab" if resumed else "wb") as stream,
-            tqdm(
+            progress(
                 total=expected,
                 initial=have,
                 unit="B",

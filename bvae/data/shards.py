@@ -23,12 +23,12 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from tqdm import tqdm
 
 from bvae.data import factors, npz
 from bvae.errors import BadInput
 from bvae.fileio import atomic_path, file_digest
 from bvae.iterators import prefetch
+from bvae.progress import progress
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 2  # 2: the digest covers every field (1 covered the shards' SHA-256s only)
@@ -205,7 +205,7 @@ def _write_folder(
     entries = []
     with (
         atomic_path(out_dir, directory=True, force=force) as staging,
-        tqdm(total=num_images, unit="img", unit_scale=True, desc="shard", disable=not show_progress) as bar,
+        progress(total=num_images, unit="img", desc="shard", disable=not show_progress) as bar,
     ):
         start = 0
         for number, images in enumerate(blocks):
@@ -377,7 +377,7 @@ def load_dataset(
     values = np.empty((manifest.num_images, len(manifest.factor_sizes)), dtype=np.float64)
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as executor:
         futures: list[Future] = []
-        for entry in tqdm(manifest.shards, desc="load shards", disable=not show_progress):
+        for entry in progress(manifest.shards, desc="load shards", unit="shard", disable=not show_progress):
             stop = entry.start + entry.count
             try:
                 with h5py.File(shard_dir / entry.file, "r") as shard:

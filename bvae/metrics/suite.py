@@ -122,14 +122,18 @@ def compute_all(
     dci_estimator: str = "gbt",
     seed: int = 0,
     on_metric: Callable[[str, dict[str, float], float], None] | None = None,
+    on_start: Callable[[str], None] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """``{metric: {score: value}}`` plus ``{"seconds": {metric: wall seconds}}``."""
+    """``{metric: {score: value}}`` plus ``{"seconds": {metric: wall seconds}}``; ``on_start``
+    and ``on_metric`` hear of each metric as it starts and ends (progress for the log)."""
     unknown = set(metrics) - set(METRICS)
     if unknown:
         raise ValueError(f"unknown metrics {sorted(unknown)}; known: {', '.join(METRICS)}")
     runners = _runners(sizes, dci_estimator, seed)
     results: dict[str, dict[str, float]] = {"seconds": {}}
     for metric in metrics:
+        if on_start is not None:
+            on_start(metric)
         start = time.perf_counter()
         results[metric] = runners[metric](ground_truth, represent, metric_rng(seed, metric))
         results["seconds"][metric] = time.perf_counter() - start

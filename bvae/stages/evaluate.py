@@ -22,13 +22,14 @@ import torch
 from bvae import tracking
 from bvae.config import EvaluateConfig, Params
 from bvae.data.ground_truth import DSprites
-from bvae.data.shards import load_dataset
+from bvae.data.shards import load_dataset, read_manifest
 from bvae.fileio import write_json
 from bvae.metrics.sampling import factor_representation
 from bvae.metrics.suite import compute_all, metric_sizes, protocol
 from bvae.model_file import model_from_state, read_model_file
 from bvae.models import BetaVAE, images_to_input, select_device
 from bvae.objectives import kl_per_latent, reconstruction_nll
+from bvae.report_keys import headline_keys
 from bvae.representations import EncodedTable, pixel_baseline, torch_encoder
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ def _score(name: str, ground_truth, represent, config: EvaluateConfig, seconds: 
         dci_estimator=config.dci_estimator,
         seed=config.seed,
         on_metric=report,
+        on_start=lambda metric: log.info("%s %s: computing…", name, metric),
     )
     results.pop("seconds")
     return results
@@ -176,10 +178,7 @@ def run_evaluate(params: Params, paths: EvaluatePaths = EvaluatePaths(), *, scor
     write_json(paths.metrics, report)
     if model is not None and paths.run_file.exists():
         run = tracking.read_run_file(paths.run_file)
-        figures = tracking.flatten(
-            {key: value for key, value in report.items() if key != "protocol"}, "eval."
-        )
-        tracking.log_metrics(run, figures)
+        log_evaluation(run, report, params.registry.selection_metric, read_manifest(paths.shards))
         tracking.set_tags(
             run,
             {
@@ -188,5 +187,27 @@ def run_evaluate(params: Params, paths: EvaluatePaths = EvaluatePaths(), *, scor
             },
         )
         tracking.log_artifact(run, paths.metrics, "evaluation")
-        log.info("logged %d figures to MLflow run %s", len(figures), run.run_id)
     return report
+
+
+def log_evaluation(run: tracking.RunHandle, report: dict, selection_metric: str, manifest) -> None:
+    """Every figure as one table (``evaluation/figures.json``, which the MLflow UI shows and
+    compares across runs); the headline figures also as metrics of the run and of its logged
+    model, filed under the dataset, so the run's charts are its training curves, not a wall of
+    single-value bars."""
+    figures = {
+        key: value
+        for key, value in tracking.flatten({k: v for k, v in report.items() if k != "protocol"}).items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
+    table = {"figure": list(figures), "value": [float(value) for value in figures.values()]}
+    tracking.log_table(run, table, "evaluation/figures.json")
+    headline = {f"eval.{key}": figures[key] for key in headline_keys(selection_metric) if key in figures}
+    dataset = tracking.dataset_identity(manifest.source, manifest.digest)
+    tracking.log_metrics(run, headline, model_id=run.model_id, dataset=dataset)
+    log.info(
+        "logged %d figures (evaluation/figures.json) and %d headline metrics to MLflow run %s",
+        len(figures),
+        len(headline),
+        run.run_id,
+    )

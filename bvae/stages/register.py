@@ -21,16 +21,10 @@ from bvae.config import Params, ParamsError
 from bvae.errors import MissingInput
 from bvae.fileio import file_digest, write_json
 from bvae.model_file import model_from_state, read_model_file, weights_digest
+from bvae.report_keys import HEADLINE
 from bvae.tracking import registry
 
 log = logging.getLogger(__name__)
-
-HEADLINE = {
-    "factor_vae": "model.mean.factor_vae.eval_accuracy",
-    "beta_vae": "model.mean.beta_vae.eval_accuracy",
-    "mig": "model.mean.mig.discrete_mig",
-    "dci_disentanglement": "model.mean.dci.disentanglement",
-}
 
 
 @dataclass(frozen=True)
@@ -55,6 +49,31 @@ def lookup(report: dict, dotted: str) -> float:
     return float(flat[dotted])
 
 
+def model_tags(config: dict) -> dict[str, object]:
+    """What describes this model: its objective with only that objective's settings (β for a
+    β-VAE; γ, C and its schedule for the capacity objective), its architecture and training."""
+    objective, model, train = config["objective"], config["model"], config["train"]
+    if objective["kind"] == "beta":
+        settings = {"beta": objective["beta"]}
+    else:
+        settings = {
+            "gamma": objective["gamma"],
+            "capacity_max_nats": objective["capacity_max_nats"],
+            "capacity_steps": objective["capacity_steps"],
+        }
+    return {
+        "objective": objective["kind"],
+        **settings,
+        "architecture": model["architecture"],
+        "latent_dim": model["latent_dim"],
+        "likelihood": model.get("likelihood", "bernoulli"),
+        "train.steps": train["steps"],
+        "train.batch_size": train["batch_size"],
+        "train.learning_rate": train["learning_rate"],
+        "train.seed": train["seed"],
+    }
+
+
 def run_register(params: Params, paths: RegisterPaths = RegisterPaths()) -> registry.Registration:
     config = params.registry
     run = tracking.read_run_file(paths.run_file)
@@ -72,13 +91,10 @@ def run_register(params: Params, paths: RegisterPaths = RegisterPaths()) -> regi
             json.dumps(params.model_dump(mode="json"), sort_keys=True).encode()
         ).hexdigest(),
         "data_digest": state.get("data_digest", "unknown"),
+        "data_source": registry.training_data_source(run),
         "mlflow_run_id": run.run_id,
         "model_file_sha256": file_digest(paths.model),
-        "objective": objective["kind"],
-        "beta": objective["beta"],
-        "gamma": objective["gamma"],
-        "capacity_max_nats": objective["capacity_max_nats"],
-        "architecture": state["config"]["model"]["architecture"],
+        **model_tags(state["config"]),
         **{f"metric.{name}": float(flat_report[key]) for name, key in HEADLINE.items() if key in flat_report},
     }
     result = registry.register(

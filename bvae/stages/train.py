@@ -30,6 +30,7 @@ from bvae.data.shards import load_dataset
 from bvae.fileio import atomic_path, write_json
 from bvae.model_file import save_model_file
 from bvae.models import select_device
+from bvae.tracking.flavour import log_torch_model
 from bvae.training import Trainer, load_trusted, save_atomic
 
 log = logging.getLogger(__name__)
@@ -207,7 +208,7 @@ def _train_ranks(params: Params, paths: TrainPaths, trainer: Trainer, dataset, s
     if run is None:
         distributed.barrier(world)
         return {}
-    summary = write_outputs(trainer, paths, digest, run.run_id, seconds)
+    summary = write_outputs(trainer, paths, digest, run.run_id, seconds, dataset.manifest.source)
     try:
         if curves.lost is not None:
             raise curves.lost
@@ -227,7 +228,9 @@ def _train_ranks(params: Params, paths: TrainPaths, trainer: Trainer, dataset, s
     return summary
 
 
-def write_outputs(trainer: Trainer, paths: TrainPaths, digest: str, run_id: str, seconds: float) -> dict:
+def write_outputs(
+    trainer: Trainer, paths: TrainPaths, digest: str, run_id: str, seconds: float, data_source: str
+) -> dict:
     """Write the final model, curves and summary: the result, whatever MLflow does next."""
     # Back to the standard layout: what we save and export must not depend on channels_last.
     trainer.model.to(memory_format=torch.contiguous_format)
@@ -253,6 +256,7 @@ def write_outputs(trainer: Trainer, paths: TrainPaths, digest: str, run_id: str,
         "kl_per_latent": kl_per_latent,
         "steps_per_second": float(np.median(rates)),
         "train_seconds": seconds,
+        "data_source": data_source,  # official or procedural: what the shards were made from
     }
     write_json(paths.summary, summary)
     return summary
@@ -268,8 +272,8 @@ def log_finished_run(
         step=trainer.step,
     )
     trainer.model.eval().cpu()  # exported for CPU; torch moves it where the consumer wants
-    example = images[:2].astype(np.float32)[:, None]  # batch 2: pt2 export must not fix batch 1
-    model_uri = tracking.log_torch_model(
+    example = images[:2].astype(np.float32)[:, None]  # binary images: what the served model accepts
+    model_uri, model_id = log_torch_model(
         run,
         trainer.model,
         example,
@@ -278,7 +282,7 @@ def log_finished_run(
     for path in (paths.curves, paths.summary):
         tracking.log_artifact(run, path, "training")
     tracking.log_artifact(run, paths.model, "model_file")  # what `bvae pull` verifies and loads
-    tracking.write_run_file(run, paths.run_file, model_uri=model_uri)
+    tracking.write_run_file(run, paths.run_file, model_uri=model_uri, model_id=model_id)
     tracking.end_run(run)
     log.info(
         "done: loss %.1f, reconstruction %.1f, KL %.2f, %d active latents; MLflow run %s",

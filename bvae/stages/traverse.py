@@ -96,6 +96,7 @@ def render_reports(
             out_dir / f"traversal_{name}.gif",
             traversal.animation_frames(grid),
             frame_ms=config.gif_frame_ms,
+            panel_labels=[f"z{k} KL {kl_per_latent[k]:.1f}" for k in order],
         )
     originals = data.images[sample[: config.reconstructions]].astype(np.float32)
     reconstructions = decode(latents_mean[: config.reconstructions])
@@ -115,8 +116,15 @@ def render_reports(
         names,
         kl_per_latent,
         active_kl=config.active_kl,
+        entangled_share=config.entangled_share,
     )
-    return {"latents": table, "order": [f"z{k}" for k in order], "sample_images": int(len(sample))}
+    return {
+        "latents": table,
+        "summary": traversal.latent_summary(table),
+        "entangled_share": config.entangled_share,
+        "order": [f"z{k}" for k in order],
+        "sample_images": int(len(sample)),
+    }
 
 
 def run_traverse(
@@ -137,7 +145,7 @@ def run_traverse(
         report = render_reports(model, data, config, staging, paths.curves, device)
     write_json(paths.latents, report)
     with atomic_path(paths.latents_markdown) as temporary:
-        temporary.write_text(traversal.latent_table_markdown(report["latents"]))
+        temporary.write_text(traversal.latent_table_markdown(report["latents"], config.entangled_share))
     for row in report["latents"]:
         log.info(
             "%s: %s (KL %.2f, variance %.4f)",
@@ -146,6 +154,7 @@ def run_traverse(
             row["kl"],
             row["mean_posterior_variance"],
         )
+    log.info("%s", traversal.summary_line(report["summary"]))
     if paths.run_file.exists():
         run = tracking.read_run_file(paths.run_file)
         tracking.log_artifacts(run, paths.out_dir, "traversals")

@@ -4,12 +4,12 @@
   its server answers, one client per URI;
 - ``runs``: start, log to and end a run, and ``models/mlflow_run.json``;
 - ``lineage``: git commit, DVC experiment, parent run and the dataset of a run;
-- ``flavour``: the logged pt2 model;
+- ``flavour``: the logged model (a served pyfunc around a torch.export archive), imported
+  on its own by the train stage, the one stage that logs a model;
 - ``registry``: the model registry and its promotion gate.
 """
 
-from bvae.tracking.flavour import log_torch_model
-from bvae.tracking.lineage import PARENT_RUN_ENV, git_commit, lineage_tags, log_dataset
+from bvae.tracking.lineage import PARENT_RUN_ENV, dataset_identity, git_commit, lineage_tags, log_dataset
 from bvae.tracking.runs import (
     RUN_FILE,
     RunHandle,
@@ -24,6 +24,7 @@ from bvae.tracking.runs import (
     read_run_file,
     set_tags,
     start_run,
+    ui_page,
     write_run_file,
 )
 from bvae.tracking.store import (
@@ -45,6 +46,7 @@ __all__ = [
     "_client",
     "adopt_child",
     "check_tracking_server",
+    "dataset_identity",
     "default_artifact_location",
     "end_run",
     "flatten",
@@ -56,7 +58,6 @@ __all__ = [
     "log_metrics",
     "log_table",
     "log_text",
-    "log_torch_model",
     "project_root",
     "read_run_file",
     "require_existing_store",
@@ -64,5 +65,6 @@ __all__ = [
     "set_tags",
     "start_run",
     "tracking_uri",
+    "ui_page",
     "write_run_file",
 ]

@@ -42,16 +42,21 @@ def lineage_tags() -> dict[str, str]:
     return tags
 
 
+def dataset_identity(source: str, digest: str) -> tuple[str, str]:
+    """The shard set's MLflow name and digest: the run's input and the key its evaluation
+    metrics are filed under on the logged model's page."""
+    return f"dsprites-{source}", digest[:32]  # MLflow stores at most 36 characters
+
+
 def log_dataset(run, manifest_path: Path, digest: str, source: str, num_images: int) -> None:
     """Log the shard set as the run's training input, identified by the manifest's digest."""
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.entities import InputTag
 
+    name, short_digest = dataset_identity(source, digest)
     dataset = MetaDataset(
-        source=resolve_dataset_source(manifest_path.resolve().as_uri()),
-        name=f"dsprites-{source}",
-        digest=digest[:32],  # MLflow stores at most 36 characters
+        source=resolve_dataset_source(manifest_path.resolve().as_uri()), name=name, digest=short_digest
     )
     entity = dataset._to_mlflow_entity()
     from mlflow.entities import DatasetInput

@@ -241,6 +241,17 @@ def download_model(model_uri: str, destination: Path) -> Path:
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(destination)))
 
 
+def training_data_source(run) -> str:
+    """``official`` or ``procedural``: the shard set the run trained on, from its dataset input
+    (``lineage.dataset_identity`` names it ``dsprites-<source>``); ``unknown`` if none."""
+    logged = _client(run.tracking_uri).get_run(run.run_id)
+    for dataset_input in logged.inputs.dataset_inputs if logged.inputs else []:
+        name = dataset_input.dataset.name
+        if name.startswith("dsprites-"):
+            return name.removeprefix("dsprites-")
+    return "unknown"
+
+
 def run_summary(run_id: str) -> dict[str, Any]:
     """Params, metrics and tags of a run (for model cards)."""
     run = _client().get_run(run_id)
@@ -265,4 +276,5 @@ __all__ = [
     "repair_champion",
     "resolve",
     "run_summary",
+    "training_data_source",
 ]

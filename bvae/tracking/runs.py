@@ -52,6 +52,24 @@ class RunHandle:
     experiment_id: str
     tracking_uri: str
     model_uri: str | None = None  # set once training has logged the model
+    model_id: str | None = None  # that logged model's id: evaluation metrics are linked to it
+
+
+# MLflow 3's UI opens an experiment in its GenAI view (an empty LLM dashboard). Some 3.x
+# releases choose the view by this tag; 3.17 by its GenAI / Model training switch, which a
+# URL sets with ``?workflowType=machine_learning`` (``ui_page``'s links carry it).
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
+
+
+def ui_page(base: str, experiment_id: str, run_id: str | None = None, tab: str = "") -> str:
+    """The MLflow UI's page of an experiment's runs, or of one run (``tab``: e.g.
+    ``artifacts/report/report.html``), in the Model training view."""
+    path = f"{base.rstrip('/')}/#/experiments/{experiment_id}"
+    path += f"/runs/{run_id}" if run_id else "/runs"
+    if tab:
+        path += f"/{tab}"
+    return f"{path}?{MODEL_TRAINING_VIEW}"
 
 
 def start_run(
@@ -75,9 +93,14 @@ def start_run(
             log.warning("cannot reopen MLflow run %s (%s); starting a new run", resume_run_id, error)
     found = client.get_experiment_by_name(experiment)
     if found is None:
-        experiment_id = client.create_experiment(experiment, artifact_location=default_artifact_location())
+        experiment_id = client.create_experiment(
+            experiment, artifact_location=default_artifact_location(), tags=EXPERIMENT_TAGS
+        )
     else:
         experiment_id = found.experiment_id
+        for key, value in EXPERIMENT_TAGS.items():  # experiments made before, unless set by hand
+            if key not in found.tags:
+                client.set_experiment_tag(experiment_id, key, value)
     all_tags = {**lineage_tags(), **(tags or {})}
     if run_name is None:
         run_name = all_tags.get("dvc_experiment")
@@ -91,14 +114,25 @@ def start_run(
     return RunHandle(run.info.run_id, experiment_id, uri)
 
 
-def log_metrics(run: RunHandle, metrics: Mapping[str, float], step: int | None = None) -> None:
+def log_metrics(
+    run: RunHandle,
+    metrics: Mapping[str, float],
+    step: int | None = None,
+    *,
+    model_id: str | None = None,
+    dataset: tuple[str, str] | None = None,
+) -> None:
+    """Log ``metrics`` to the run; with ``model_id`` (and ``dataset``: name, digest) also to
+    that logged model, whose MLflow page then lists them, per dataset."""
     import time
 
     from mlflow.entities import Metric
 
     client = _client(run.tracking_uri)
     stamp = int(time.time() * 1000)
-    items = [Metric(key, float(value), stamp, step or 0) for key, value in metrics.items()]
+    name, digest = dataset or (None, None)
+    linked = {"model_id": model_id, "dataset_name": name, "dataset_digest": digest}
+    items = [Metric(key, float(value), stamp, step or 0, **linked) for key, value in metrics.items()]
     with server_calls(run.tracking_uri, "logging metrics"):
         for start in range(0, len(items), 1000):
             client.log_batch(run.run_id, metrics=items[start : start + 1000])
@@ -168,4 +202,10 @@ def read_run_file(path: str | os.PathLike = RUN_FILE) -> RunHandle:
     if not path.exists():
         raise MissingInput(f"{path} not found: run the train stage first (`dvc repro train`).")
     data = json.loads(path.read_text())
-    return RunHandle(data["run_id"], data["experiment_id"], data["tracking_uri"], data.get("model_uri"))
+    return RunHandle(
+        data["run_id"],
+        data["experiment_id"],
+        data["tracking_uri"],
+        model_uri=data.get("model_uri"),
+        model_id=data.get("model_id"),
+    )

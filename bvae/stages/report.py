@@ -1,0 +1,101 @@
+"""Stage ``report``: ``reports/report.html``, the run's results in one offline page.
+
+Reads what train, evaluate and traverse wrote (curves and summary, metrics, the latent table,
+the images), renders it with :mod:`bvae.report` and logs the page to the training's MLflow
+run as ``report/report.html``, which the MLflow UI shows in its artifact view.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from bvae import tracking
+from bvae.config import Params
+from bvae.errors import MissingInput
+from bvae.fileio import atomic_path
+from bvae.report import Figure, ReportInputs, render_html
+
+log = logging.getLogger(__name__)
+
+ARTIFACT_PATH = "report"
+REPORTED_PARAMS = ("model", "objective", "train")  # with data.source: dvc.yaml's params of the stage
+
+# The figures in the order the page shows them; traversals follow, grid then animation.
+LEADING_FIGURES = {
+    "training_curves.png": "Training curves: loss, KL and capacity, KL per latent",
+    "kl_per_latent.png": "KL per latent at the end of training",
+    "reconstructions.png": "Originals (top) and reconstructions (bottom)",
+}
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    summary: Path = Path("reports/train/summary.json")
+    metrics: Path = Path("reports/metrics.json")
+    latents: Path = Path("reports/latents.json")
+    traversals: Path = Path("reports/traversals")
+    run_file: Path = tracking.RUN_FILE
+    html: Path = Path("reports/report.html")
+
+
+def _read_json(path: Path, stage: str) -> dict:
+    if not path.exists():
+        raise MissingInput(f"{path} not found: run the {stage} stage first (`dvc repro {stage}`).")
+    return json.loads(path.read_text())
+
+
+def collect_figures(folder: Path) -> list[Figure]:
+    """The traverse stage's images: the charts first, then each seed's grid and animation."""
+    figures = [
+        Figure(caption, Path(name).suffix, (folder / name).read_bytes())
+        for name, caption in LEADING_FIGURES.items()
+        if (folder / name).exists()
+    ]
+    for grid in sorted(folder.glob("traversal_*.png")):
+        seed = grid.stem.removeprefix("traversal_")
+        figures.append(Figure(f"Traversal from the {seed} seed: rows by KL", ".png", grid.read_bytes()))
+        animation = grid.with_suffix(".gif")
+        if animation.exists():
+            caption = f"Traversal from the {seed} seed, animated"
+            figures.append(Figure(caption, ".gif", animation.read_bytes()))
+    return figures
+
+
+def run_link(run: tracking.RunHandle) -> str | None:
+    """The run's page when the store is a server the reader can open; none for a file store."""
+    if run.tracking_uri.startswith(("http://", "https://")):
+        return tracking.ui_page(run.tracking_uri, run.experiment_id, run.run_id)
+    return None
+
+
+def run_report(params: Params, paths: ReportPaths = ReportPaths()) -> Path:
+    summary = _read_json(paths.summary, "train")
+    metrics = _read_json(paths.metrics, "evaluate")
+    latents = _read_json(paths.latents, "traverse")
+    run = tracking.read_run_file(paths.run_file) if paths.run_file.exists() else None
+    dumped = params.model_dump(mode="json")
+    described = {section: dumped[section] for section in REPORTED_PARAMS}  # what made this model
+    flat_params = {"data.source": params.data.source, **tracking.flatten(described)}
+    trained_on = summary.get("data_source")  # what data.source resolved to (auto: either)
+    which = f"MLflow run {run.run_id[:8]}" if run else "not tracked"
+    inputs = ReportInputs(
+        title=f"β-VAE on dSprites, {params.objective.kind} objective ({which})",
+        params=flat_params,
+        train_summary=summary,
+        metrics=metrics,
+        latents=latents,
+        figures=collect_figures(paths.traversals),
+        run_link=run_link(run) if run else None,
+        data_source=f"{trained_on} dSprites (data.source: {params.data.source})" if trained_on else None,
+    )
+    with atomic_path(paths.html) as temporary:
+        temporary.write_text(render_html(inputs), encoding="utf-8")
+    log.info("wrote %s (%.1f MB, self-contained)", paths.html, paths.html.stat().st_size / 1e6)
+    if run is not None:
+        tracking.log_artifact(run, paths.html, ARTIFACT_PATH)
+        tracking.set_tags(run, {"bvae.report": f"{ARTIFACT_PATH}/{paths.html.name}"})
+        log.info("logged to MLflow run %s as %s/%s", run.run_id, ARTIFACT_PATH, paths.html.name)
+    return paths.html

@@ -1,0 +1,70 @@
+"""The served model: an MLflow pyfunc (models from code) around the exported β-VAE.
+
+MLflow copies this file into every logged model and runs it when the model is loaded, by
+``mlflow models serve``, ``mlflow models predict`` or ``mlflow.pyfunc.load_model`` in a
+consumer's process, which may have only mlflow, numpy and torch. So it imports nothing from
+bvae. The network comes from the model's ``exported_program`` artifact, a ``torch.export``
+archive: a graph and tensors, nothing unpickled.
+
+Input: float32 images ``(n, 1, 64, 64)``, pixels 0 or 1 as in dSprites (the signature holds
+the shape; MLflow refuses another before ``predict`` runs).
+Output: ``latents_mean`` and ``latents_logvar`` ``(n, latent_dim)``, and with the parameter
+``reconstruction: true`` also ``reconstruction`` ``(n, 1, 64, 64)``, pixel probabilities of
+the decoded posterior mean.
+"""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import torch
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+IMAGE_SIZE = 64
+BATCH = 1024  # images per forward pass: bounded memory for any request size
+
+
+def _bad_input(message: str) -> MlflowException:
+    # INVALID_PARAMETER_VALUE: the scoring server answers 400 with this message.
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def as_images(model_input) -> np.ndarray:
+    """``model_input`` checked and shaped ``(n, 1, 64, 64)`` float32, or a one-line error."""
+    images = np.asarray(model_input, dtype=np.float32)
+    if images.ndim != 4 or images.shape[1:] != (1, IMAGE_SIZE, IMAGE_SIZE) or len(images) == 0:
+        raise _bad_input(
+            f"expected a batch of 64x64 one-channel images, shape (n, 1, 64, 64); got {images.shape}"
+        )
+    if not np.isfinite(images).all():
+        raise _bad_input("the images hold NaN or infinite pixels; pixels must be 0 or 1")
+    outside = images[(images != 0) & (images != 1)]
+    if outside.size:
+        raise _bad_input(
+            f"pixels must be 0 or 1 (dSprites' binary images); found {outside.size} others, "
+            f"e.g. {float(outside[0])!r}. Binarise first (e.g. pixels >= 0.5)."
+        )
+    return images
+
+
+class ServedBetaVAE(mlflow.pyfunc.PythonModel):
+    """The β-VAE's encoder (and decoder, when asked) behind MLflow's pyfunc interface."""
+
+    def load_context(self, context) -> None:
+        self.module = torch.export.load(context.artifacts["exported_program"]).module()
+
+    def predict(self, context, model_input, params=None):  # no type hints: MLflow would enforce them
+        images = as_images(model_input)
+        reconstruction = bool((params or {}).get("reconstruction", False))
+        parts: dict[str, list[np.ndarray]] = {}
+        with torch.no_grad():
+            for start in range(0, len(images), BATCH):
+                outputs = self.module(torch.from_numpy(images[start : start + BATCH]))
+                for key, value in outputs.items():
+                    if key != "reconstruction" or reconstruction:
+                        parts.setdefault(key, []).append(value.numpy())
+        return {key: np.concatenate(values) for key, values in parts.items()}
+
+
+mlflow.models.set_model(ServedBetaVAE())
