@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -143,8 +142,3 @@ def save_training_curves(path: str | os.PathLike, curves: dict[str, np.ndarray])
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
-
-
-def ensure_folder(path: str | os.PathLike) -> Path:
-    Path(path).mkdir(parents=True, exist_ok=True)
-    return Path(path)

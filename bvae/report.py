@@ -37,7 +37,7 @@ class ReportInputs:
     latents: Mapping[str, object]  # reports/latents.json
     figures: Sequence[Figure] = field(default_factory=tuple)
     run_link: str | None = None  # the MLflow run's page
-    data_source: str | None = None  # "official" / "procedural"
+    data_source: str | None = None  # what the model trained on, in words
 
 
 def _e(value: object) -> str:

@@ -36,7 +36,11 @@ from bvae.tracking import tracking_uri
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_EXITED = re.compile(r"failed to reproduce '(?P<stage>[^']+)'.*?exited with (?P<code>-?\d+)", re.S)
+# What `dvc repro` / `dvc exp run` print as the pipeline goes.
+STAGE_RUNS = re.compile(r"^Running stage '(?P<stage>[^']+)':")
+STAGE_SKIPPED = re.compile(r"^Stage '(?P<stage>[^']+)' (?P<why>didn't change|is cached)")
+STAGE_FAILED = re.compile(r"failed to reproduce '(?P<stage>[^']+)'")
+_EXITED = re.compile(STAGE_FAILED.pattern + r".*?exited with (?P<code>-?\d+)", re.S)
 
 
 class ExperimentFailed(RuntimeError):

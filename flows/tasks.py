@@ -8,7 +8,6 @@ an MLflow run, a registry version) that a cached result would silently skip.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,14 @@ from prefect.concurrency.sync import concurrency
 from prefect.tasks import exponential_backoff
 
 from bvae.config import ParamsError
-from flows.experiments import Experiment, ExperimentFailed, run_experiment
+from flows.experiments import (
+    STAGE_FAILED,
+    STAGE_RUNS,
+    STAGE_SKIPPED,
+    Experiment,
+    ExperimentFailed,
+    run_experiment,
+)
 
 # Experiments on one machine share this Prefect global concurrency limit (retrains and sweep
 # points alike); its size is the machine's GPUs, or its CPU cores without one.
@@ -70,12 +76,6 @@ def retry_unless_permanent(task_, task_run, state) -> bool:
     except Exception:  # noqa: BLE001
         return True
     return True
-
-
-# What `dvc repro` / `dvc exp run` print as the pipeline goes.
-STAGE_RUNS = re.compile(r"^Running stage '(?P<stage>[^']+)':")
-STAGE_SKIPPED = re.compile(r"^Stage '(?P<stage>[^']+)' (?P<why>didn't change|is cached)")
-STAGE_FAILED = re.compile(r"failed to reproduce '(?P<stage>[^']+)'")
 
 
 class StageFailed(RuntimeError):

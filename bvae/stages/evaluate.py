@@ -22,7 +22,7 @@ import torch
 from bvae import tracking
 from bvae.config import EvaluateConfig, Params
 from bvae.data.ground_truth import DSprites
-from bvae.data.shards import load_dataset, read_manifest
+from bvae.data.shards import load_dataset
 from bvae.fileio import write_json
 from bvae.metrics.sampling import factor_representation
 from bvae.metrics.suite import compute_all, metric_sizes, protocol
@@ -101,7 +101,8 @@ def run_evaluate(params: Params, paths: EvaluatePaths = EvaluatePaths(), *, scor
     device = select_device(config.device, "evaluate.device")
     if score_model and paths.run_file.exists():  # the figures go to this run at the end
         tracking.check_tracking_server(tracking.read_run_file(paths.run_file).tracking_uri)
-    ground_truth = DSprites(load_dataset(paths.shards).images)
+    dataset = load_dataset(paths.shards)
+    ground_truth = DSprites(dataset.images)
     report: dict = {}
     seconds: dict[str, float] = {}
     encode_seconds = [0.0]
@@ -178,7 +179,7 @@ def run_evaluate(params: Params, paths: EvaluatePaths = EvaluatePaths(), *, scor
     write_json(paths.metrics, report)
     if model is not None and paths.run_file.exists():
         run = tracking.read_run_file(paths.run_file)
-        log_evaluation(run, report, params.registry.selection_metric, read_manifest(paths.shards))
+        log_evaluation(run, report, params.registry.selection_metric, dataset.manifest)
         tracking.set_tags(
             run,
             {

@@ -15,7 +15,6 @@ from bvae.tracking.runs import RunHandle
 from bvae.tracking.store import server_calls
 
 SERVED_MODEL_CODE = Path(__file__).with_name("served_model.py")
-OUTPUTS = ("latents_mean", "latents_logvar", "reconstruction")
 
 
 def _served_module(model):

@@ -242,14 +242,9 @@ def download_model(model_uri: str, destination: Path) -> Path:
 
 
 def training_data_source(run) -> str:
-    """``official`` or ``procedural``: the shard set the run trained on, from its dataset input
-    (``lineage.dataset_identity`` names it ``dsprites-<source>``); ``unknown`` if none."""
-    logged = _client(run.tracking_uri).get_run(run.run_id)
-    for dataset_input in logged.inputs.dataset_inputs if logged.inputs else []:
-        name = dataset_input.dataset.name
-        if name.startswith("dsprites-"):
-            return name.removeprefix("dsprites-")
-    return "unknown"
+    """``official`` or ``procedural``: the shard set the run trained on (the train stage tags
+    its run ``data_source``); ``unknown`` for a run without the tag."""
+    return _client(run.tracking_uri).get_run(run.run_id).data.tags.get("data_source", "unknown")
 
 
 def run_summary(run_id: str) -> dict[str, Any]:
