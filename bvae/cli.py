@@ -92,6 +92,34 @@ def _cmd_register(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep_train(args: argparse.Namespace) -> int:
+    from bvae.stages.sweep_train import run_sweep_train
+
+    run_sweep_train(_params(args), fresh=args.fresh, show_progress=not args.quiet)
+    return 0
+
+
+def _cmd_sweep_evaluate(args: argparse.Namespace) -> int:
+    from bvae.stages.sweep_evaluate import run_sweep_evaluate
+
+    run_sweep_evaluate(_params(args))
+    return 0
+
+
+def _cmd_sweep_compare(args: argparse.Namespace) -> int:
+    from bvae.stages.sweep_compare import run_sweep_compare
+
+    print(json.dumps(run_sweep_compare(_params(args)), indent=2))
+    return 0
+
+
+def _cmd_sweep_register(args: argparse.Namespace) -> int:
+    from bvae.stages.sweep_register import run_sweep_register
+
+    print(json.dumps(run_sweep_register(_params(args)), indent=2))
+    return 0
+
+
 def _cmd_pull(args: argparse.Namespace) -> int:
     from bvae.consume import pull
 
@@ -200,6 +228,27 @@ def build_parser() -> argparse.ArgumentParser:
         "register",
         _cmd_register,
         "stage: register the evaluated model, promote it if it beats the champion",
+    )
+    sweep_train = add(
+        "sweep-train",
+        _cmd_sweep_train,
+        "stage (sweeps/dvc.yaml): train sweep.grid as one ensemble (resuming a killed one) -> sweeps/train/",
+    )
+    sweep_train.add_argument("--fresh", action="store_true", help="ignore sweeps/checkpoint.pt")
+    add(
+        "sweep-evaluate",
+        _cmd_sweep_evaluate,
+        "stage: evaluate, traverse and report every sweep member, in parallel -> sweeps/members/",
+    )
+    add(
+        "sweep-compare",
+        _cmd_sweep_compare,
+        "stage: the sweep's comparison table and chart -> sweeps/comparison.*",
+    )
+    add(
+        "sweep-register",
+        _cmd_sweep_register,
+        "stage: register every sweep member, gate the best -> sweeps/registered.json",
     )
     pull = add(
         "pull",

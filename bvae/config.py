@@ -194,6 +194,49 @@ class RegisterConfig(_Section):
     promote: bool = True  # run the champion gate here; sweeps set false and gate only their best
 
 
+# What the members of one ensemble may differ in: nothing that changes tensor shapes or the loop.
+MEMBER_KEYS = (
+    "objective.kind",
+    "objective.beta",
+    "objective.gamma",
+    "objective.capacity_max_nats",
+    "objective.capacity_steps",
+    "objective.gaussian_std",
+    "train.learning_rate",
+    "train.seed",
+)
+
+
+class SweepConfig(_Section):
+    """``sweeps/dvc.yaml``: a grid of members trained together as one ensemble (bvae.ensemble)."""
+
+    # Each key a params key members may differ in, each value its list; the members are the
+    # Cartesian product, each on top of the other sections.
+    grid: dict[str, tuple[float | int | str, ...]] = {"objective.beta": (1.0, 4.0), "train.seed": (0, 1)}
+    # vmap: one batched kernel per layer for all members; loop: each member's own kernels in
+    # turn (bit-identical to single runs; the faster on a CPU). auto: vmap on CUDA, else loop.
+    mechanism: Literal["auto", "vmap", "loop"] = "auto"
+    workers: int = Field(2, ge=0, le=256)  # members evaluated at once (processes); 0: one per core
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_keys_share_an_ensemble(cls, grid: dict) -> dict:
+        if not grid:
+            raise ValueError("give at least one key with a list of values")
+        for key, values in grid.items():
+            if key not in MEMBER_KEYS:
+                raise ValueError(
+                    f"{key!r} cannot vary inside one ensemble (members share tensor shapes and the "
+                    f"loop); vary one of {', '.join(MEMBER_KEYS)} here, and sweep other keys with "
+                    "the Prefect flow `python -m flows.sweep`, which trains one ensemble per group"
+                )
+            if not values:
+                raise ValueError(f"{key} needs a non-empty list of values")
+            if len(set(values)) != len(values):
+                raise ValueError(f"{key} lists a value twice: {list(values)}")
+        return grid
+
+
 class Params(_Section):
     """All of ``params.yaml``. ``registry.selection_metric`` is checked against the figures
     the evaluate section will produce, so the gate's metric cannot be missing after hours of
@@ -208,6 +251,7 @@ class Params(_Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     traverse: TraverseConfig = TraverseConfig()
     registry: RegisterConfig = RegisterConfig()
+    sweep: SweepConfig = SweepConfig()
 
     @model_validator(mode="after")
     def _selection_metric_is_computed(self) -> Params:

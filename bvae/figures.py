@@ -142,3 +142,33 @@ def save_training_curves(path: str | os.PathLike, curves: dict[str, np.ndarray])
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
+
+
+def save_sweep_chart(
+    path: str | os.PathLike, rows: Sequence[dict], grid_keys: Sequence[str], metric: str
+) -> None:
+    """The selection metric against the grid's first key, one line per value of the others
+    (β on x, a line per seed: the figure of Locatello et al.'s sweeps)."""
+    plt = _pyplot()
+    x_key, others = grid_keys[0], list(grid_keys[1:])
+    figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
+    lines: dict[tuple, list[dict]] = {}
+    for row in rows:
+        lines.setdefault(tuple(row[key] for key in others), []).append(row)
+    numeric = all(isinstance(row[x_key], int | float) for row in rows)
+    for label, members in lines.items():
+        members = sorted(members, key=lambda row: row[x_key]) if numeric else members
+        xs = [row[x_key] if numeric else str(row[x_key]) for row in members]
+        ys = [np.nan if row[metric] is None else row[metric] for row in members]
+        text = ", ".join(
+            f"{key.rsplit('.', 1)[-1]} {value}" for key, value in zip(others, label, strict=True)
+        )
+        axis.plot(xs, ys, marker="o", label=text or None)
+    axis.set_xlabel(x_key)
+    axis.set_ylabel(metric)
+    axis.set_title(f"{len(rows)} members")
+    if others:
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)

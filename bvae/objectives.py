@@ -87,3 +87,36 @@ def compute_loss(
     else:
         loss = reconstruction + config.gamma * (kl - capacity).abs()
     return LossTerms(loss, reconstruction, kl, per_latent, capacity)
+
+
+def member_losses(
+    likelihood: str,
+    logits: torch.Tensor,
+    images: torch.Tensor,
+    mean: torch.Tensor,
+    logvar: torch.Tensor,
+    weights: torch.Tensor,
+    capacities: torch.Tensor,
+) -> torch.Tensor:
+    """:func:`compute_loss` for K ensemble members at once (leading dim K), as one tensor
+    ``(K, 3 + latent_dim)``: loss, reconstruction, KL, KL per latent.
+
+    ``weights`` ``(K, 4)`` holds each member's objective: (is capacity, β, γ, Gaussian std);
+    ``capacities`` ``(K,)`` its C. One formula for all members keeps a step a few kernels
+    however many members there are.
+    """
+    is_capacity, beta, gamma, std = weights.unbind(dim=1)
+    if likelihood == "bernoulli":
+        per_pixel = F.binary_cross_entropy_with_logits(logits, images, reduction="none")
+        reconstruction = per_pixel.flatten(2).sum(dim=2).mean(dim=1)
+    else:
+        squared = (torch.sigmoid(logits) - images).pow(2).flatten(2).sum(dim=2)
+        pixels = images[0, 0].numel()
+        reconstruction = (squared / (2 * std[:, None] ** 2)).mean(dim=1) + pixels * torch.log(
+            std * math.sqrt(2 * math.pi)
+        )
+    per_latent = 0.5 * (mean.pow(2) + logvar.exp() - logvar - 1.0).mean(dim=1)  # (K, latent_dim)
+    kl = per_latent.sum(dim=1)
+    penalty = torch.where(is_capacity > 0, gamma * (kl - capacities).abs(), beta * kl)
+    loss = reconstruction + penalty
+    return torch.cat([torch.stack([loss, reconstruction, kl], dim=1), per_latent], dim=1)

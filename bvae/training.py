@@ -41,6 +41,20 @@ def _switch(setting: str, default: bool) -> bool:
     return default if setting == "auto" else setting == "on"
 
 
+def curve_row(step: int, means: list[float], capacity: float, steps_per_second: float) -> dict[str, float]:
+    """One row of ``curves.csv`` from a log window's means (loss, recon, KL, KL per latent)."""
+    row = {
+        "step": step,
+        "loss": means[0],
+        "reconstruction": means[1],
+        "kl": means[2],
+        "capacity": capacity,
+        "steps_per_second": steps_per_second,
+    }
+    row.update({f"kl_z{k}": value for k, value in enumerate(means[3:])})
+    return row
+
+
 def stream_seed(seed: int, rank: int) -> int:
     """The seed of rank ``rank``'s batch and noise stream (rank 0: the single-process one)."""
     return seed + 1 + 1_000_003 * rank
@@ -180,15 +194,7 @@ class Trainer:
                     if not all(math.isfinite(value) for value in means):
                         raise self._diverged(window_steps)
                     elapsed = time.perf_counter() - window_start
-                    row = {
-                        "step": self.step,
-                        "loss": means[0],
-                        "reconstruction": means[1],
-                        "kl": means[2],
-                        "capacity": self.capacity_nats(),
-                        "steps_per_second": window_steps / elapsed,
-                    }
-                    row.update({f"kl_z{k}": means[3 + k] for k in range(latent_dim)})
+                    row = curve_row(self.step, means, self.capacity_nats(), window_steps / elapsed)
                     self.history.append(row)
                     bar.set_postfix(
                         loss=f"{row['loss']:.1f}",

@@ -51,9 +51,17 @@ class ExperimentFailed(RuntimeError):
         self.stage, self.exit_code, self.permanent = stage, exit_code, permanent
 
 
+# What each pipeline's experiment is read back by: (metrics, registry record, members).
+PIPELINES = {
+    "dvc.yaml": ("reports/metrics.json", "models/registered.json", None),
+    "sweeps/dvc.yaml": ("sweeps/comparison.json", "sweeps/registered.json", "sweeps/train/sweep.json"),
+}
+
+
 @dataclass(frozen=True)
 class Experiment:
-    """A finished DVC experiment: its ref, its metrics and its registry record."""
+    """A finished DVC experiment: its ref, its metrics and its registry record (for a sweep
+    pipeline: the comparison, the members' versions, and ``sweep.json``'s members)."""
 
     name: str
     ref: str
@@ -62,6 +70,7 @@ class Experiment:
     registration: dict[str, Any] | None = None
     output_tail: list[str] = field(default_factory=list)
     worker: str = ""  # host:pid of the process that ran it (a sweep on a cluster shows where)
+    members: list[dict[str, Any]] | None = None  # an ensemble's members (sweeps/dvc.yaml)
 
     @property
     def run_id(self) -> str | None:
@@ -115,9 +124,14 @@ def hydra_value(value: Any) -> str:
 
 
 def override_args(overrides: Mapping[str, Any]) -> list[str]:
+    """``-S`` arguments. A mapping (``sweep.grid``) replaces the one in params.yaml: Hydra would
+    merge ``key={…}`` into it, so the old one is deleted (``~key``) and the new one added."""
     args: list[str] = []
     for key, value in overrides.items():
-        args += ["-S", f"{key}={hydra_value(value)}"]
+        if isinstance(value, Mapping):
+            args += ["-S", f"~{key}", "-S", f"+{key}={hydra_value(value)}"]
+        else:
+            args += ["-S", f"{key}={hydra_value(value)}"]
     return args
 
 
@@ -201,15 +215,21 @@ def run_experiment(
     echo: Callable[[str], None] | None = None,
     follow: Callable[[Iterator[str]], None] | None = None,
     tail_lines: int = 60,
+    pipeline: str = "dvc.yaml",
 ) -> Experiment:
-    """``dvc exp run --temp -n NAME -S …`` in ``project``; each output line goes to ``echo``,
-    or the stream of lines to ``follow`` (which echoes them itself: the flows' stage tasks)."""
+    """``dvc exp run --temp -n NAME -S … [PIPELINE]`` in ``project``; each output line goes to
+    ``echo``, or the stream of lines to ``follow`` (which echoes them itself: the flows' stage
+    tasks). ``pipeline``: ``dvc.yaml`` (one model) or ``sweeps/dvc.yaml`` (an ensemble)."""
     project = Path(project).resolve()
     overrides = dict(overrides or {})
     if not _NAME.match(name):
         raise ParamsError(f"experiment name {name!r}: use letters, digits, '.', '_' and '-'")
     validate_overrides(project, overrides)
+    if pipeline not in PIPELINES:
+        raise ParamsError(f"pipeline {pipeline!r} is not one of {', '.join(PIPELINES)}")
     command = ["dvc", "exp", "run", "--temp", "-n", name, *override_args(overrides)]
+    if pipeline != "dvc.yaml":
+        command.append(pipeline)
     echo = echo or log.info
     echo("$ " + " ".join(command))
     tail: deque[str] = deque(maxlen=tail_lines)
@@ -242,13 +262,15 @@ def run_experiment(
             exit_code=code,
             permanent=False,
         )
-    outputs = read_outputs(project, ref, ["reports/metrics.json", "models/registered.json"])
+    metrics_path, registered_path, members_path = PIPELINES[pipeline]
+    outputs = read_outputs(project, ref, [path for path in PIPELINES[pipeline] if path])
     return Experiment(
         name=name,
         ref=ref,
         overrides=overrides,
-        metrics=outputs["reports/metrics.json"] or {},
-        registration=outputs["models/registered.json"],
+        metrics=outputs[metrics_path] or {},
+        registration=outputs[registered_path],
         output_tail=list(tail)[-10:],
         worker=f"{socket.gethostname()}:{os.getpid()}",
+        members=(outputs[members_path] or {}).get("members") if members_path else None,
     )

@@ -145,8 +145,10 @@ def run_pipeline(
     overrides: Mapping[str, Any],
     extra_env: Mapping[str, str] | None = None,
     limit: str | None = EXPERIMENT_LIMIT,
+    pipeline: str = "dvc.yaml",
 ) -> Experiment:
-    """The whole DVC pipeline as experiment ``name`` (one slot of ``limit`` while it runs)."""
+    """The whole DVC pipeline (``pipeline``: one model, or ``sweeps/dvc.yaml``: an ensemble)
+    as experiment ``name``, holding one slot of ``limit`` while it runs."""
     logger = get_run_logger()
     project_dir = Path(project)
 
@@ -154,6 +156,10 @@ def run_pipeline(
         follow_stages(lines, logger.info)
 
     if limit is None:
-        return run_experiment(project_dir, name, overrides, extra_env=extra_env, follow=follow)
+        return run_experiment(
+            project_dir, name, overrides, extra_env=extra_env, follow=follow, pipeline=pipeline
+        )
     with concurrency(limit, occupy=1, strict=True):
-        return run_experiment(project_dir, name, overrides, extra_env=extra_env, follow=follow)
+        return run_experiment(
+            project_dir, name, overrides, extra_env=extra_env, follow=follow, pipeline=pipeline
+        )

@@ -42,7 +42,9 @@ if _WORKERS > 1:
 # whole modules (--dist loadfile) in collection order, so the longest go first and the short
 # ones fill in at the end, instead of one long module running alone while the other worker idles.
 MODULE_SECONDS = {
-    "test_flows": 289,
+    "test_flows": 340,
+    "test_sweep": 110,
+    "test_ensemble": 60,
     "test_pipeline": 149,
     "test_remote": 141,
     "test_registry": 124,

@@ -99,3 +99,31 @@ def derived_project(template: Path, destination: Path, params: dict[str, object]
         set_params(destination, params)
         commit_all(destination, "test params")
     return destination
+
+
+def kill_at_a_checkpoint(
+    command: list[str], cwd: Path, env: dict[str, str], checkpoint: Path, before_step: int
+) -> int:
+    """Start ``command``, SIGKILL it as soon as ``checkpoint`` holds a step below ``before_step``
+    (a ``kill -9`` mid-training), and return that step; fail if it finished first."""
+    import os
+    import signal
+    import time
+
+    from bvae.training import load_trusted
+
+    process = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    killed_at = None
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if checkpoint.exists():
+            killed_at = load_trusted(checkpoint)["step"]
+            if killed_at < before_step:
+                os.kill(process.pid, signal.SIGKILL)
+                break
+        time.sleep(0.05)
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    return killed_at

@@ -118,3 +118,20 @@ def test_train_checks_device_and_server_before_loading_data(
     monkeypatch.chdir(tmp_path)
     assert main(["train", "-q"]) == exit_code
     assert message in capsys.readouterr().err
+
+
+def test_a_sweep_grid_may_vary_only_what_an_ensemble_can():
+    with pytest.raises(
+        ParamsError, match="sweep.grid.*'model.architecture' cannot vary inside one ensemble.*flows.sweep"
+    ):
+        params_from_mapping({"sweep": {"grid": {"model.architecture": ["conv", "mlp"]}}})
+    with pytest.raises(ParamsError, match="sweep.grid.*train.seed lists a value twice"):
+        params_from_mapping({"sweep": {"grid": {"train.seed": [0, 0]}}})
+    with pytest.raises(ParamsError, match="sweep.grid.*at least one key"):
+        params_from_mapping({"sweep": {"grid": {}}})
+    # every member is validated as a whole params file would be, naming the member
+    from bvae.sweep import sweep_members
+
+    params = params_from_mapping({"sweep": {"grid": {"objective.beta": [4.0, -1.0]}}})
+    with pytest.raises(ParamsError, match="(?s)sweep member beta-1 is invalid.*objective.beta = -1.0"):
+        sweep_members(params)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bvae.config import ParamsError
+from bvae.sweep import expand_grid
 from flows.experiments import _failure, apply_overrides, hydra_value, override_args, validate_overrides
-from flows.sweep import expand_grid
 from tests.helpers import REPO_ROOT
 
 
@@ -161,3 +161,39 @@ def test_dvc_output_is_read_a_stage_at_a_time():
     with pytest.raises(StageFailed, match="failed to reproduce 'evaluate'"):
         output.rest_of_stage("evaluate")
     assert echoed == printed  # every line echoed once
+
+
+def test_a_sweep_grid_is_split_into_ensembles_by_what_members_cannot_vary():
+    from flows.sweep import plan_groups
+
+    grid = {"objective.beta": [1, 4, 16], "train.seed": [0, 1], "model.architecture": ["conv", "mlp"]}
+    groups = plan_groups(grid, max_members=4)
+    # architecture changes shapes: two groups of it; each 3×2 grid is cut to at most 4 members
+    assert [(g.fixed, g.member_grid) for g in groups] == [
+        ({"model.architecture": "conv"}, {"objective.beta": [1], "train.seed": [0, 1]}),
+        ({"model.architecture": "conv"}, {"objective.beta": [4, 16], "train.seed": [0, 1]}),
+        ({"model.architecture": "mlp"}, {"objective.beta": [1], "train.seed": [0, 1]}),
+        ({"model.architecture": "mlp"}, {"objective.beta": [4, 16], "train.seed": [0, 1]}),
+    ]
+    planned = sorted(tuple(sorted(point.items())) for group in groups for point in group.points)
+    assert planned == sorted(tuple(sorted(point.items())) for point in expand_grid(grid))  # each point once
+    # nothing to share: one point per experiment, the single pipeline
+    alone = plan_groups({"model.architecture": ["conv", "mlp"]}, max_members=32)
+    assert [(g.fixed, g.member_grid) for g in alone] == [
+        ({"model.architecture": "conv"}, None),
+        ({"model.architecture": "mlp"}, None),
+    ]
+    assert [g.member_grid for g in plan_groups({"train.seed": [0, 1]}, max_members=1)] == [None, None]
+
+
+def test_a_mapping_override_replaces_the_mapping_in_params():
+    from flows.experiments import override_args
+
+    assert override_args({"sweep.grid": {"train.seed": [0, 1]}, "train.steps": 5}) == [
+        "-S",
+        "~sweep.grid",
+        "-S",
+        "+sweep.grid={train.seed:[0,1]}",
+        "-S",
+        "train.steps=5",
+    ]

@@ -135,6 +135,7 @@ def test_sweep_runs_points_in_parallel_nests_runs_and_promotes_the_best(project)
         grid={"train.seed": SWEEP_SEEDS},
         max_parallel=2,
         name="sweep-two",
+        max_members=1,  # every point alone: the per-point path (ensembles: the test below)
     )
     refs = experiment_refs(project)
     for index in range(2):
@@ -184,6 +185,7 @@ def test_sweep_runs_its_points_on_a_local_dask_cluster(project):
         max_parallel=2,
         name="sweep-dask",
         runner="dask",
+        max_members=1,
     )
     rows = result["rows"]
     assert [row["status"] for row in rows] == ["completed", "completed"]
@@ -215,7 +217,44 @@ def test_sweep_runs_its_points_on_a_local_ray(project):
         max_parallel=1,
         name="sweep-ray",
         runner="ray",
+        max_members=1,
     )
     (row,) = result["rows"]
     assert row["status"] == "completed" and not row["worker"].endswith(f":{os.getpid()}")
     assert any(ref.endswith("/sweep-ray-0") for ref in experiment_refs(project))
+
+
+def test_sweep_trains_points_that_can_share_an_ensemble_as_one(project):
+    """Seeds keep tensor shapes: the two points are one `sweeps/dvc.yaml` experiment, whose
+    members come back as the sweep's rows, nested under the flow's parent run."""
+    from flows.sweep import sweep
+
+    result = sweep(
+        project=str(project),
+        grid={"train.seed": [21, 22]},
+        overrides={"sweep.workers": 1},
+        name="sweep-ensemble",
+    )
+    refs = experiment_refs(project)
+    assert any(ref.endswith("/sweep-ensemble-0") for ref in refs)
+    assert not any(ref.endswith("/sweep-ensemble-1") for ref in refs)  # one experiment
+    rows = result["rows"]
+    assert [row["experiment"] for row in rows] == ["sweep-ensemble-0/seed21", "sweep-ensemble-0/seed22"]
+    assert [row["train.seed"] for row in rows] == [21, 22]
+    assert all(row["status"] == "completed" and row["version"] for row in rows)
+    client = client_for(project)
+    (ensemble_parent,) = client.search_runs(
+        [client.get_run(result["parent_run_id"]).info.experiment_id],
+        f"tags.mlflow.parentRunId = '{result['parent_run_id']}'",
+    )
+    assert ensemble_parent.data.tags["bvae.kind"] == "sweep"
+    for row in rows:  # each member's run is a child of the ensemble's parent run
+        member_run = client.get_run(row["mlflow_run_id"])
+        assert member_run.data.tags["mlflow.parentRunId"] == ensemble_parent.info.run_id
+        assert member_run.data.params["train.seed"] == str(row["train.seed"])
+    best = max(rows, key=lambda row: row["model.mean.mig.discrete_mig"])
+    assert result["best"] == best["experiment"]
+    assert str(client.get_model_version_by_alias("bvae-dsprites", "candidate").version) in {
+        row["version"] for row in rows
+    }
+    assert "`sweep-ensemble-0/seed21`" in Artifact.get("bvae-sweep").data

@@ -5,9 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import signal
-import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -17,7 +14,7 @@ from bvae.data import factors, render
 from bvae.models import ModelConfig
 from bvae.objectives import ObjectiveConfig
 from bvae.training import TrainConfig, Trainer, TrainingDiverged, load_trusted
-from tests.helpers import copy_repository, run, set_params
+from tests.helpers import copy_repository, kill_at_a_checkpoint, run, set_params
 
 
 @pytest.fixture(scope="module")
@@ -190,24 +187,9 @@ def test_kill_nine_then_rerun_resumes_to_identical_weights(uninterrupted, train_
     reference_run = uninterrupted["run_file"]["run_id"]
 
     (train_repo / "models/checkpoint.pt").unlink()
-    process = subprocess.Popen(
-        ["bvae", "train", "-q"],
-        cwd=train_repo,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    killed_at = kill_at_a_checkpoint(
+        ["bvae", "train", "-q"], train_repo, env, train_repo / "models/checkpoint.pt", 80
     )
-    checkpoint, killed_at = train_repo / "models/checkpoint.pt", None
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and process.poll() is None:
-        if checkpoint.exists():
-            killed_at = load_trusted(checkpoint)["step"]
-            if killed_at < 80:
-                os.kill(process.pid, signal.SIGKILL)
-                break
-        time.sleep(0.05)
-    process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL, "training finished before it could be killed"
     assert killed_at in (20, 40, 60)
     killed_run = json.loads((train_repo / "models/mlflow_run.json").read_text())["run_id"]
 

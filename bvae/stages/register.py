@@ -32,7 +32,7 @@ class RegisterPaths:
     model: Path = Path("models/model.pt")
     run_file: Path = tracking.RUN_FILE
     metrics: Path = Path("reports/metrics.json")
-    registered: Path = Path("models/registered.json")
+    registered: Path | None = Path("models/registered.json")  # None: no record (a sweep keeps its own)
 
 
 def _is_number(value: object) -> bool:
@@ -109,6 +109,8 @@ def run_register(params: Params, paths: RegisterPaths = RegisterPaths()) -> regi
         description=f"β-VAE ({objective['kind']}) trained by the bvae DVC pipeline",
         promote=config.promote,
     )
+    if paths.registered is None:
+        return result
     write_json(
         paths.registered,
         {

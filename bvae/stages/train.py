@@ -59,7 +59,9 @@ def write_curves(rows: list[dict[str, float]], path: Path) -> None:
         writer.writerows(rows)
 
 
-def _resumable(checkpoint: Path, config: dict, data_digest: str) -> dict | None:
+def resumable_state(checkpoint: Path, config: dict, data_digest: str, steps: int) -> dict | None:
+    """The checkpoint's state if training with ``config`` on ``data_digest`` should resume from
+    it (or only log a finished run MLflow has not got yet); ``None`` to train afresh."""
     if not checkpoint.exists():
         return None
     try:
@@ -70,7 +72,7 @@ def _resumable(checkpoint: Path, config: dict, data_digest: str) -> dict | None:
     if state.get("config") != config or state.get("data_digest") != data_digest:
         log.info("checkpoint %s is from other params or data; training from scratch", checkpoint)
         return None
-    if state["step"] >= config["train"]["steps"]:
+    if state["step"] >= steps:
         if state.get("model_logged") is False:
             log.info("checkpoint %s is of a finished run not yet logged to MLflow: logging it", checkpoint)
             return state
@@ -81,7 +83,7 @@ def _resumable(checkpoint: Path, config: dict, data_digest: str) -> dict | None:
     return state
 
 
-class _CurveLog:
+class CurveLog:
     """Curve rows to MLflow while the server answers. After the first failure it stops trying
     (each try would wait for retries) and training goes on; ``logged_rows`` is kept in the
     checkpoint so the rerun logs the rest."""
@@ -102,7 +104,7 @@ class _CurveLog:
             log.warning("%s; training goes on, the curves wait in the checkpoint", error)
 
 
-def _end_run_if_possible(run: tracking.RunHandle, status: str) -> None:
+def end_run_if_possible(run: tracking.RunHandle, status: str) -> None:
     try:
         tracking.end_run(run, status)
     except tracking.TrackingError as error:
@@ -143,7 +145,11 @@ def _train_ranks(params: Params, paths: TrainPaths, trainer: Trainer, dataset, s
         params.train.steps,
         f" (rank {world.rank} of {world.size})" if world.distributed else "",
     )
-    state = _resumable(paths.checkpoint, trainer.config_dict(), digest) if world.is_main else None
+    state = (
+        resumable_state(paths.checkpoint, trainer.config_dict(), digest, params.train.steps)
+        if world.is_main
+        else None
+    )
     state = distributed.broadcast(state, world)
     if state is not None:
         trainer.load_state_dict(state)
@@ -172,7 +178,7 @@ def _train_ranks(params: Params, paths: TrainPaths, trainer: Trainer, dataset, s
             )
         tracking.write_run_file(run, paths.run_file)
 
-    curves = _CurveLog(run, state.get("logged_rows", len(state["history"])) if state else 0)
+    curves = CurveLog(run, state.get("logged_rows", len(state["history"])) if state else 0)
     curves.catch_up(trainer.history)  # rows a lost server missed before the last checkpoint
     last_checkpoint: dict = dict(state) if state else {}  # a log-only rerun saves no new one
 
@@ -198,11 +204,11 @@ def _train_ranks(params: Params, paths: TrainPaths, trainer: Trainer, dataset, s
         )
     except Exception:
         if run is not None:
-            _end_run_if_possible(run, "FAILED")
+            end_run_if_possible(run, "FAILED")
         raise
     except BaseException:  # Ctrl-C or a termination signal turned into SystemExit
         if run is not None:
-            _end_run_if_possible(run, "KILLED")
+            end_run_if_possible(run, "KILLED")
         raise
     seconds = time.perf_counter() - started
     if run is None:
@@ -214,7 +220,7 @@ def _train_ranks(params: Params, paths: TrainPaths, trainer: Trainer, dataset, s
             raise curves.lost
         log_finished_run(trainer, run, summary, dataset.images, paths)
     except tracking.TrackingError as error:
-        _end_run_if_possible(run, "FAILED")
+        end_run_if_possible(run, "FAILED")
         raise tracking.TrackingError(
             f"{error}. Training finished: {paths.model}, {paths.checkpoint} and "
             f"{paths.summary.parent}/ are saved. When the server answers again, rerun "

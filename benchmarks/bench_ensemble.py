@@ -1,0 +1,175 @@
+"""Benchmark: K members trained as one ensemble against K single runs one after another.
+
+    python benchmarks/bench_ensemble.py                                  # this CPU: K 1, 4, 8
+    python benchmarks/bench_ensemble.py --device cuda --ks 1 8 32 64 --archs conv mlp \\
+        --mechanisms vmap loop --compile off on --steps 300 --out $OUT  # a GPU (see BENCHMARKS.md)
+
+Renders its own data (procedural dSprites; no files, no network) and needs only torch, numpy
+and bvae's core modules (pydantic for its configs: BENCHMARKS.md shows how to carry it to a
+GPU machine that lacks it). No MLflow, Prefect or DVC. For every architecture and K it times:
+
+- ``sequential``: K single runs (``bvae.training.Trainer``), one after another (K = 1 only
+  once per setting: it is the same for every K);
+- ``ensemble``: one ``EnsembleTrainer`` of K members per mechanism (vmap | loop) and compile
+  setting.
+
+Each timing is the median of ``--repeats`` windows of ``--steps`` steps after ``--warmup``
+steps (compilation happens there). Reports member-steps/s (K × steps/s), the speed-up over
+sequential, and on CUDA the peak GPU memory per member. Writes JSON to stdout and ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bvae.config import ModelConfig, ObjectiveConfig, TrainConfig
+from bvae.data import factors, render
+from bvae.ensemble import EnsembleTrainer, Member
+from bvae.training import Trainer
+
+BETAS = (1.0, 2.0, 4.0, 6.0, 8.0, 16.0)
+
+
+def members(k: int, args, total_steps: int, compile_setting: str) -> list[Member]:
+    """K members of the paper grid: β cycling through Locatello et al.'s values, a seed each."""
+    return [
+        Member(
+            ObjectiveConfig(kind="beta", beta=BETAS[i % len(BETAS)]),
+            TrainConfig(
+                steps=total_steps,
+                batch_size=args.batch_size,
+                learning_rate=1e-4,
+                seed=i,
+                device=args.device,
+                log_every=args.steps,
+                checkpoint_every=total_steps,
+                compile=compile_setting,
+            ),
+        )
+        for i in range(k)
+    ]
+
+
+def timed_windows(step, args) -> float:
+    """Median steps/s over the windows, after the warm-up steps."""
+    for _ in range(args.warmup):
+        step()
+    rates = []
+    for _ in range(args.repeats):
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        rates.append(args.steps / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def reset_memory(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory_mib(device: str, baseline: int) -> float | None:
+    if not device.startswith("cuda"):
+        return None
+    return (torch.cuda.max_memory_allocated() - baseline) / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--ks", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--archs", nargs="+", default=["conv"])
+    parser.add_argument("--mechanisms", nargs="+", default=["loop", "vmap"])
+    parser.add_argument("--compile", nargs="+", default=["off"], help="off and/or on (torch.compile)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=20, help="steps per timed window")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--images", type=int, default=65536, help="images rendered (spread over the grid)")
+    parser.add_argument("--out", type=Path, help="folder for results.json")
+    args = parser.parse_args()
+    if args.device == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+    stride = max(1, factors.NUM_IMAGES // args.images)
+    images = render.render_images(
+        factors.classes_from_index(np.arange(0, factors.NUM_IMAGES, stride)[: args.images])
+    )
+    data = torch.from_numpy(images).to(args.device)  # one copy, shared by every trainer
+    total_steps = args.warmup + args.steps * args.repeats
+    results = []
+    for arch in args.archs:
+        model = ModelConfig(architecture=arch)
+        for compile_setting in args.compile:
+            (single,) = members(1, args, total_steps, compile_setting)
+            reset_memory(args.device)
+            base = torch.cuda.memory_allocated() if args.device.startswith("cuda") else 0
+            trainer = Trainer(model, single.objective, single.train, data)
+            single_rate = timed_windows(trainer._run_batch, args)
+            single_memory = peak_memory_mib(args.device, base)
+            del trainer
+            for k in args.ks:
+                row_base = {"arch": arch, "compile": compile_setting, "k": k, "batch_size": args.batch_size}
+                results.append(
+                    {
+                        **row_base,
+                        "mechanism": "sequential",
+                        "member_steps_per_s": single_rate,  # K runs one after another: the same rate
+                        "speedup": 1.0,
+                        "memory_mib_per_member": single_memory,
+                    }
+                )
+                for mechanism in args.mechanisms:
+                    reset_memory(args.device)
+                    base = torch.cuda.memory_allocated() if args.device.startswith("cuda") else 0
+                    ensemble = EnsembleTrainer(
+                        model, members(k, args, total_steps, compile_setting), data, mechanism
+                    )
+                    rate = timed_windows(ensemble.run_step, args)
+                    memory = peak_memory_mib(args.device, base)
+                    results.append(
+                        {
+                            **row_base,
+                            "mechanism": mechanism,
+                            "member_steps_per_s": k * rate,
+                            "speedup": k * rate / single_rate,
+                            "memory_mib_per_member": None if memory is None else memory / k,
+                        }
+                    )
+                    print(json.dumps(results[-1]), flush=True)
+                    del ensemble
+    report = {
+        "machine": platform.node(),
+        "processor": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+        "torch": torch.__version__,
+        "command": "python benchmarks/bench_ensemble.py " + " ".join(sys.argv[1:]),
+        "steps_per_window": args.steps,
+        "repeats": args.repeats,
+        "results": results,
+    }
+    print(json.dumps(report, indent=2))
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""Stage ``sweep-compare``: one row per member (grid values, headline figures) as
+``sweeps/comparison.json`` (``dvc metrics show`` lists every member), a Markdown table, a CSV for
+``dvc plots`` and a chart of the selection metric against the grid; logged to the parent run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+
+from bvae import tracking
+from bvae.config import Params
+from bvae.errors import MissingInput
+from bvae.figures import save_sweep_chart
+from bvae.fileio import atomic_path, write_json
+from bvae.report_keys import headline_keys
+from bvae.stages.sweep_files import SweepPaths, read_sweep
+
+log = logging.getLogger(__name__)
+
+
+def comparison_rows(params: Params, paths: SweepPaths) -> list[dict]:
+    """One row per member: its grid values, then its headline figures (selection first)."""
+    entries = read_sweep(paths)["members"]
+    figures = {
+        entry["name"]: tracking.flatten(
+            json.loads((paths.members / entry["name"] / "metrics.json").read_text())
+        )
+        for entry in entries
+    }
+    # the headline figures this evaluate config computes (a smoke test may compute one)
+    keys = [
+        key
+        for key in headline_keys(params.registry.selection_metric)
+        if any(key in f for f in figures.values())
+    ]
+    rows = []
+    for entry in entries:
+        summary = json.loads((paths.train / entry["name"] / "summary.json").read_text())
+        row = {"member": entry["name"], **entry["point"]}
+        row.update({key: figures[entry["name"]].get(key) for key in keys})
+        row["train.active_latents"] = summary["active_latents"]
+        row["mlflow_run_id"] = entry["run_id"]
+        rows.append(row)
+    return rows
+
+
+def best_member(rows: list[dict], selection_metric: str) -> dict:
+    """The member with the highest finite selection figure (the registry's gate is "higher")."""
+    scored = [
+        row
+        for row in rows
+        if isinstance(row[selection_metric], int | float) and math.isfinite(row[selection_metric])
+    ]
+    if not scored:
+        raise MissingInput(f"no sweep member has a finite {selection_metric}: nothing to compare or promote")
+    return max(scored, key=lambda row: row[selection_metric])
+
+
+def comparison_markdown(rows: list[dict], selection_metric: str, best: str) -> str:
+    columns = [key for key in rows[0] if key != "mlflow_run_id"]
+
+    def cell(value) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    lines = [
+        f"# Sweep: {len(rows)} members, best by {selection_metric}: {best}",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+    ]
+    for row in sorted(rows, key=lambda row: -(row[selection_metric] or -math.inf)):
+        marker = " ★" if row["member"] == best else ""
+        lines.append(
+            "| " + " | ".join(cell(row[key]) + (marker if key == "member" else "") for key in columns) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run_sweep_compare(params: Params, paths: SweepPaths = SweepPaths()) -> dict:
+    """The table and chart across members; logged to the sweep's parent run."""
+    selection = params.registry.selection_metric
+    rows = comparison_rows(params, paths)
+    best = best_member(rows, selection)["member"]
+    grid_keys = list(params.sweep.grid)
+    metrics = {
+        "best": best,
+        "selection_metric": selection,
+        "members": {
+            row["member"]: {k: v for k, v in row.items() if k not in ("member", "mlflow_run_id")}
+            for row in rows
+        },
+    }
+    write_json(paths.comparison, metrics)
+    with atomic_path(paths.comparison_markdown) as temporary:
+        temporary.write_text(comparison_markdown(rows, selection, best))
+    with atomic_path(paths.comparison_csv) as temporary:
+        columns = [key for key in rows[0] if key != "mlflow_run_id"]
+        lines = [",".join(columns)] + [
+            ",".join("" if row[c] is None else str(row[c]) for c in columns) for row in rows
+        ]
+        temporary.write_text("\n".join(lines) + "\n")
+    save_sweep_chart(paths.comparison_chart, rows, grid_keys, selection)
+    parent = tracking.read_run_file(paths.train / "mlflow_run.json")
+    tracking.log_table(parent, {key: [row[key] for row in rows] for key in rows[0]}, "sweep/comparison.json")
+    for path in (paths.comparison_markdown, paths.comparison_chart):
+        tracking.log_artifact(parent, path, "sweep")
+    tracking.log_metrics(parent, {f"best.{selection}": float(best_member(rows, selection)[selection])})
+    tracking.set_tags(parent, {"bvae.best_member": best})
+    log.info("best member by %s: %s", selection, best)
+    return metrics

@@ -1,0 +1,53 @@
+"""Where a sweep's files live (``sweeps/``): the one home of its layout and of ``sweep.json``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from bvae.errors import MissingInput
+
+SWEEP_FILE = "sweep.json"  # in sweeps/train/: the members, their points and MLflow runs
+
+
+@dataclass(frozen=True)
+class SweepPaths:
+    shards: Path = Path("data/shards")
+    train: Path = Path("sweeps/train")
+    checkpoint: Path = Path("sweeps/checkpoint.pt")
+    members: Path = Path("sweeps/members")
+    comparison: Path = Path("sweeps/comparison.json")
+    comparison_markdown: Path = Path("sweeps/comparison.md")
+    comparison_csv: Path = Path("sweeps/comparison.csv")
+    comparison_chart: Path = Path("sweeps/comparison.png")
+    registered: Path = Path("sweeps/registered.json")
+
+
+@dataclass(frozen=True)
+class MemberFiles:
+    """A member's training files: a single run's ``models/`` and ``reports/train/`` files."""
+
+    model: Path
+    run_file: Path
+    curves: Path
+    summary: Path
+
+
+def member_train_paths(train_folder: Path, name: str) -> MemberFiles:
+    folder = train_folder / name
+    return MemberFiles(
+        model=folder / "model.pt",
+        run_file=folder / "mlflow_run.json",
+        curves=folder / "curves.csv",
+        summary=folder / "summary.json",
+    )
+
+
+def read_sweep(paths: SweepPaths) -> dict:
+    sweep_file = paths.train / SWEEP_FILE
+    if not sweep_file.exists():
+        raise MissingInput(
+            f"{sweep_file} not found: run the sweep-train stage first (`dvc repro sweeps/dvc.yaml`)."
+        )
+    return json.loads(sweep_file.read_text())

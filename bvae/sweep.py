@@ -1,0 +1,79 @@
+"""A sweep's members: the grid expanded, each point applied to the params, named and checked.
+
+Pure: no files, no MLflow. The DVC sweep (``bvae.stages.sweep``) and the Prefect flow
+(``flows.sweep``) both expand grids here, so a member is the same point in both.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bvae.config import Params, ParamsError, params_from_mapping
+
+# Short names in member names: ``beta4-seed0`` reads better than the full keys.
+SHORT_NAMES = {
+    "objective.kind": "",
+    "objective.beta": "beta",
+    "objective.gamma": "gamma",
+    "objective.capacity_max_nats": "C",
+    "objective.capacity_steps": "Csteps",
+    "objective.gaussian_std": "std",
+    "train.learning_rate": "lr",
+    "train.seed": "seed",
+}
+
+
+@dataclass(frozen=True)
+class SweepMember:
+    name: str  # a folder, MLflow run and metrics key: letters, digits, - and p for the point
+    point: dict[str, Any]  # the grid values that make this member
+    params: Params  # the full params a single `bvae train` of this member would read
+
+
+def expand_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """The Cartesian product of the grid's value lists, in the grid's key order."""
+    if not grid:
+        raise ParamsError("the sweep grid is empty: give at least one key with a list of values")
+    for key, values in grid.items():
+        if isinstance(values, str | bytes) or not isinstance(values, Sequence) or len(values) == 0:
+            raise ParamsError(f"sweep grid key {key!r} needs a non-empty list of values, got {values!r}")
+    keys = list(grid)
+    return [dict(zip(keys, combination, strict=True)) for combination in itertools.product(*grid.values())]
+
+
+def apply_point(mapping: Mapping[str, Any], point: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a params mapping with dotted keys (``objective.beta``) set."""
+    result = {
+        section: dict(values) if isinstance(values, Mapping) else values
+        for section, values in mapping.items()
+    }
+    for key, value in point.items():
+        section, _, name = key.partition(".")
+        result.setdefault(section, {})[name] = value
+    return result
+
+
+def _value_text(value: Any) -> str:
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return text.replace(".", "p").replace("+", "")
+
+
+def member_name(point: Mapping[str, Any]) -> str:
+    """``{"objective.beta": 4.0, "train.seed": 0}`` → ``beta4-seed0``."""
+    return "-".join(
+        f"{SHORT_NAMES.get(key, key.rsplit('.', 1)[-1])}{_value_text(value)}" for key, value in point.items()
+    )
+
+
+def sweep_members(params: Params) -> list[SweepMember]:
+    """Every member of ``params.sweep.grid``, each validated as a whole params file would be."""
+    base = params.model_dump(mode="json")
+    members = []
+    for point in expand_grid(params.sweep.grid):
+        name = member_name(point)
+        member_params = params_from_mapping(apply_point(base, point), f"params.yaml with sweep member {name}")
+        members.append(SweepMember(name, point, member_params))
+    return members

@@ -1,0 +1,169 @@
+"""The ensemble trainer: each member is the model a single run trains, and resumes exactly.
+
+``loop`` (the CPU default) runs each member's own module: bit-identical to its single run.
+``vmap`` tolerance, measured on this CPU (conv, batch 8, Adam 1e-4, 200 steps): the stacked forward
+sums in another order (a grouped convolution, a batched matmul), so a member's weights differ
+from its single run by rounding after one step (relative 1e-7) and, as training amplifies any
+perturbation, by relative ~4e-5 after 200 steps. Scaling a single run's initial weights by
+1 + 1e-7 instead moves them as far. A member with another member's seed is ~1 away.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bvae.config import ModelConfig, ObjectiveConfig, TrainConfig
+from bvae.data import factors, render
+from bvae.ensemble import EnsembleTrainer, Member
+from bvae.errors import InvalidSetting
+from bvae.training import Trainer
+
+STEPS = 200
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    return render.render_images(factors.all_classes()[::360])  # 2,048 images over the grid
+
+
+def train_config(seed: int, learning_rate: float, steps: int = STEPS, every: int = 50) -> TrainConfig:
+    return TrainConfig(
+        steps=steps,
+        batch_size=8,
+        learning_rate=learning_rate,
+        seed=seed,
+        device="cpu",
+        log_every=every,
+        checkpoint_every=every,
+        compile="off",
+        bf16="off",
+        channels_last="off",
+    )
+
+
+# Members differing in everything a member may: objective kind, β, γ and C, seed, learning rate.
+MEMBERS = [
+    Member(ObjectiveConfig(kind="beta", beta=4.0), train_config(0, 1e-4)),
+    Member(ObjectiveConfig(kind="beta", beta=1.0), train_config(1, 5e-5)),
+    Member(
+        ObjectiveConfig(kind="capacity", gamma=100.0, capacity_max_nats=5.0, capacity_steps=100),
+        train_config(2, 1e-4),
+    ),
+]
+MODEL = ModelConfig(architecture="conv")
+
+
+def relative_distance(state: dict, reference: dict) -> float:
+    """The weights' mean relative distance, tensor by tensor."""
+    return float(
+        np.mean([((state[n] - reference[n]).norm() / reference[n].norm()).item() for n in reference])
+    )
+
+
+@pytest.fixture(scope="module")
+def single_runs(images) -> list[Trainer]:
+    """What three single `bvae train` runs of the members train (the train stage's Trainer)."""
+    runs = []
+    for member in MEMBERS:
+        single = Trainer(MODEL, member.objective, member.train, images)
+        single.train(show_progress=False)
+        runs.append(single)
+    return runs
+
+
+@pytest.mark.slow
+def test_loop_members_equal_single_runs_to_the_bit_after_200_steps(images, single_runs):
+    """On a CPU (``auto``) each member runs a single run's kernels: nothing may differ."""
+    ensemble = EnsembleTrainer(MODEL, MEMBERS, images, mechanism="loop")
+    ensemble.train(show_progress=False)
+    for k, single in enumerate(single_runs):
+        for name, tensor in single.model.state_dict().items():
+            assert torch.equal(ensemble.models[k].state_dict()[name], tensor), (k, name)
+        untimed = [{**row, "steps_per_second": 0} for row in ensemble.histories[k]]
+        assert untimed == [{**row, "steps_per_second": 0} for row in single.history]
+
+
+@pytest.mark.slow
+def test_vmap_members_match_single_runs_after_200_steps(images, single_runs):
+    """vmap (the GPU mechanism) sums in another order: equal to the tolerance in the docstring."""
+    ensemble = EnsembleTrainer(MODEL, MEMBERS, images, mechanism="vmap")
+    ensemble.train(show_progress=False)
+    for k, single in enumerate(single_runs):
+        distance = relative_distance(ensemble.models[k].state_dict(), single.model.state_dict())
+        assert distance < 1e-3, f"member {k} is {distance:.2e} from its single run"
+        for got, want in zip(ensemble.histories[k], single.history, strict=True):
+            assert got["step"] == want["step"] and got["capacity"] == want["capacity"]
+            assert got["loss"] == pytest.approx(want["loss"], rel=1e-3)
+            assert got["kl"] == pytest.approx(want["kl"], rel=1e-2, abs=1e-3)
+    # The tolerance tells members apart: member 0 is far from the single run of member 1.
+    assert relative_distance(ensemble.models[0].state_dict(), single_runs[1].model.state_dict()) > 0.5
+
+
+def test_one_step_equals_a_single_runs_step_to_rounding(images):
+    members = [
+        Member(m.objective, train_config(m.train.seed, m.train.learning_rate, steps=1)) for m in MEMBERS
+    ]
+    ensemble = EnsembleTrainer(MODEL, members, images, mechanism="vmap")
+    ensemble.train(show_progress=False)
+    for k, member in enumerate(members):
+        single = Trainer(MODEL, member.objective, member.train, images)
+        single.train(show_progress=False)
+        assert relative_distance(ensemble.models[k].state_dict(), single.model.state_dict()) < 1e-6
+
+
+@pytest.mark.parametrize("mechanism", ["loop", "vmap"])
+def test_a_resumed_ensemble_equals_an_uninterrupted_one_exactly(images, mechanism):
+    members = [
+        Member(m.objective, train_config(m.train.seed, m.train.learning_rate, steps=20, every=5))
+        for m in MEMBERS
+    ]
+    uninterrupted = EnsembleTrainer(MODEL, members, images, mechanism)
+    uninterrupted.train(show_progress=False)
+
+    saved = {}
+    first = EnsembleTrainer(MODEL, members, images, mechanism)
+    # saved as the checkpoint file holds it: written at step 10, the tensors copied out
+    first.train(
+        on_checkpoint=lambda t: (
+            saved.setdefault("state", _roundtrip(t.state_dict())) if t.step == 10 else None
+        )
+    )
+    state = torch.load(saved["state"], weights_only=True)
+    resumed = EnsembleTrainer(MODEL, members, images, mechanism)
+    resumed.load_state_dict(state)
+    assert resumed.step == 10
+    resumed.train(show_progress=False)
+    for k in range(len(members)):
+        for name, tensor in uninterrupted.models[k].state_dict().items():
+            assert torch.equal(resumed.models[k].state_dict()[name], tensor), (k, name)
+        untimed = [{**row, "steps_per_second": 0} for row in resumed.histories[k]]
+        assert untimed == [{**row, "steps_per_second": 0} for row in uninterrupted.histories[k]]
+
+
+def _roundtrip(state: dict):
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return buffer
+
+
+def test_members_that_change_shapes_or_the_loop_are_refused(images):
+    other_batch = Member(
+        ObjectiveConfig(), train_config(1, 1e-4).__class__(**{**MEMBERS[0].train.__dict__, "batch_size": 16})
+    )
+    with pytest.raises(InvalidSetting, match="train.batch_size = 16 but member 0 has 8.*Prefect sweep flow"):
+        EnsembleTrainer(MODEL, [MEMBERS[0], other_batch], images)
+
+
+def test_a_diverging_member_is_named(images):
+    calm = Member(ObjectiveConfig(kind="beta", beta=4.0), train_config(0, 1e-4, steps=10, every=5))
+    wild = Member(ObjectiveConfig(kind="beta", beta=4.0), train_config(5, 0.9, steps=10, every=5))
+    ensemble = EnsembleTrainer(MODEL, [calm, wild], images)
+    with torch.no_grad():
+        next(ensemble.models[1].parameters()).fill_(float("nan"))
+    with pytest.raises(Exception, match=r"diverged for member 1 \(beta=4, seed=5, lr=0.9\)"):
+        ensemble.train(show_progress=False)
