@@ -85,8 +85,10 @@ def run_sweep_train(
         list(state.get("logged_rows", [len(h) for h in trainer.histories])) if state else [0] * len(members)
     )
     curves = [CurveLog(run, rows) for run, rows in zip(runs, logged, strict=True)]
-    for k, curve in enumerate(curves):
-        curve.catch_up(trainer.histories[k])
+
+    def on_log(current: EnsembleTrainer) -> None:
+        for k, curve in enumerate(curves):
+            curve.catch_up(current.histories[k])
 
     def on_checkpoint(current: EnsembleTrainer) -> None:
         payload = {
@@ -100,10 +102,11 @@ def run_sweep_train(
         }
         save_atomic(payload, paths.checkpoint)
 
+    on_log(trainer)  # rows a lost server missed before the last checkpoint
     started = time.perf_counter()
     try:
         trainer.train(
-            on_log=lambda current: [c.catch_up(current.histories[k]) for k, c in enumerate(curves)],
+            on_log=on_log,
             on_checkpoint=on_checkpoint,
             show_progress=show_progress,
         )
