@@ -167,7 +167,9 @@ def sweep(
         raise
     tracking.end_run(parent, "FAILED" if failed else "FINISHED")
     if failed:
-        raise SweepFailed(f"sweep {name}: {len(failed)} of {len(points)} points failed: {', '.join(failed)}")
+        raise SweepFailed(
+            f"sweep {name}: {len(failed)} of {len(groups)} experiments failed: {', '.join(failed)}"
+        )
     return {"sweep": name, "parent_run_id": parent.run_id, "rows": rows, "best": best, "promotion": promotion}
 
 
