@@ -26,7 +26,13 @@ def copy_repository(destination: Path) -> Path:
     destination.mkdir(parents=True, exist_ok=True)
     for name in filter(None, listed):
         source = REPO_ROOT / name
-        if not source.is_file() or name in ("dvc.lock",) or name.startswith(("data/", "models/", "reports/")):
+        # No lock file: a copy has not run its pipelines (a dvc.lock would name outputs that
+        # neither the copy nor its remote has, and `dvc pull` would fail on them).
+        if (
+            not source.is_file()
+            or Path(name).name == "dvc.lock"
+            or name.startswith(("data/", "models/", "reports/"))
+        ):
             continue
         target = destination / name
         target.parent.mkdir(parents=True, exist_ok=True)
