@@ -56,10 +56,10 @@ def test_push_stores_shards_and_models_and_pull_restores_them(s3, published, tmp
     assert len(keys) >= 10  # npz, source, 12 shards + manifest, model, run record, traversals …
     copy = clone(origin, tmp_path / "copy")
     assert not (copy / "models/model.pt").exists()
-    run(["dvc", "pull"], copy, env=env)
+    run(["dvc", "pull", "dvc.yaml"], copy, env=env)  # the README command: the main pipeline's outputs
     for name in OUTPUTS:
         assert (copy / name).read_bytes() == (origin / name).read_bytes(), name
-    status = run(["dvc", "status"], copy, env=env).stdout
+    status = run(["dvc", "status", "dvc.yaml"], copy, env=env).stdout
     assert "up to date" in status, status
     verified = run(["bvae", "verify-data"], copy, env=env).stdout  # every shard's SHA-256
     assert '"images": 737280' in verified
