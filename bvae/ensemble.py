@@ -41,9 +41,9 @@ from torch.func import functional_call, vmap
 from bvae.config import ModelConfig, ObjectiveConfig, TrainConfig
 from bvae.errors import InvalidSetting
 from bvae.models import BetaVAE, images_to_input, select_device
-from bvae.objectives import capacity_at, member_losses
+from bvae.objectives import capacity_for, member_losses
 from bvae.progress import progress
-from bvae.training import TrainingDiverged, curve_row, stream_seed
+from bvae.training import TrainingDiverged, curve_row, stream_seed, switch
 
 ENSEMBLE_CHECKPOINT_FORMAT = 1
 # How a step runs the members: vmap (one batched kernel per layer for all members: the GPU
@@ -89,10 +89,6 @@ def check_shared(members: Sequence[Member]) -> None:
         raise InvalidSetting("train.nproc must be 1 for an ensemble: it trains its members in one process")
 
 
-def _switch(setting: str, default: bool) -> bool:
-    return default if setting == "auto" else setting == "on"
-
-
 class EnsembleTrainer:
     """The members' modules, optimizers and generators; one vectorised step for all of them."""
 
@@ -114,7 +110,7 @@ class EnsembleTrainer:
             raise InvalidSetting(f"sweep.mechanism {mechanism!r} is not one of {', '.join(MECHANISMS)}")
         self.mechanism = ("vmap" if cuda else "loop") if mechanism == "auto" else mechanism
         self.memory_format = torch.contiguous_format
-        if self.mechanism == "loop" and _switch(shared.channels_last, model_config.architecture == "conv"):
+        if self.mechanism == "loop" and switch(shared.channels_last, model_config.architecture == "conv"):
             self.memory_format = torch.channels_last  # as a single run has it: bit-identical steps
         self.models: list[BetaVAE] = []
         for member in self.members:
@@ -145,25 +141,22 @@ class EnsembleTrainer:
             torch.Generator(device=self.device).manual_seed(stream_seed(member.train.seed, 0))
             for member in self.members
         ]
-        self.weights = self._member_tensor(self._objective_weights())
+        self.objective_columns = self._objective_weights()
         self.step = 0
         self.last_checkpoint_step = 0
         self.histories: list[list[dict[str, float]]] = [[] for _ in self.members]
-        self.use_bf16 = _switch(shared.bf16, cuda and torch.cuda.is_bf16_supported())
+        self.use_bf16 = switch(shared.bf16, cuda and torch.cuda.is_bf16_supported())
         self.forward_loss = self._forward_loss
-        if _switch(shared.compile, cuda):
+        if switch(shared.compile, cuda):
             self.forward_loss = torch.compile(self._forward_loss)
 
     @property
     def size(self) -> int:
         return len(self.members)
 
-    def _member_tensor(self, rows: list[list[float]]) -> torch.Tensor:
-        return torch.tensor(rows, dtype=torch.float32, device=self.device)
-
-    def _objective_weights(self) -> list[list[float]]:
-        """Per member: (is capacity, β, γ, Gaussian std); the columns ``member_losses`` takes."""
-        return [
+    def _objective_weights(self) -> torch.Tensor:
+        """``(K, 4)``: each member's (is capacity, β, γ, Gaussian std), as ``member_losses`` takes them."""
+        rows = [
             [
                 float(m.objective.kind == "capacity"),
                 m.objective.beta,
@@ -172,6 +165,7 @@ class EnsembleTrainer:
             ]
             for m in self.members
         ]
+        return torch.tensor(rows, dtype=torch.float32, device=self.device)
 
     # -- one step ---------------------------------------------------------------------------
     def stacked_parameters(self) -> dict[str, torch.Tensor]:
@@ -203,18 +197,13 @@ class EnsembleTrainer:
             batches,
             mean.float(),
             logvar.float(),
-            self.weights,
+            self.objective_columns,
             capacities,
         )
 
     def capacities(self) -> list[float]:
         """Each member's capacity C at the current step (0 for the β objective)."""
-        return [
-            capacity_at(self.step, m.objective.capacity_max_nats, m.objective.capacity_steps)
-            if m.objective.kind == "capacity"
-            else 0.0
-            for m in self.members
-        ]
+        return [capacity_for(m.objective, self.step) for m in self.members]
 
     def draw(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Every member's next batch ``(K, B, 1, 64, 64)`` and noise ``(K, B, latent_dim)``,
@@ -283,12 +272,14 @@ class EnsembleTrainer:
                 if on_checkpoint is not None and (
                     self.step % config.checkpoint_every == 0 or self.step == config.steps
                 ):
-                    # A checkpoint is only ever of finite weights.
-                    bad = [
-                        k
-                        for k, model in enumerate(self.models)
-                        if not all(bool(torch.isfinite(p).all()) for p in model.parameters())
-                    ]
+                    # A checkpoint is only ever of finite weights: one host sync, this rarely.
+                    finite = torch.stack(
+                        [
+                            torch.stack([torch.isfinite(p).all() for p in m.parameters()]).all()
+                            for m in self.models
+                        ]
+                    )
+                    bad = [k for k, ok in enumerate(finite.tolist()) if not ok]
                     self._raise_if_diverged(bad, max(window_steps, 1))
                     on_checkpoint(self)
                     self.last_checkpoint_step = self.step
@@ -320,9 +311,6 @@ class EnsembleTrainer:
             "train": asdict(member.train),
             "world_size": 1,
         }
-
-    def member_model(self, k: int) -> BetaVAE:
-        return self.models[k]
 
     def state_dict(self) -> dict:
         """The resumable state: the optimizer, and every member's weights, RNG and curves."""

@@ -34,21 +34,30 @@ class LossTerms:
     capacity: float | torch.Tensor
 
 
+# Images are (..., n, 1, 64, 64) and latents (..., n, latent_dim): a batch, or one batch per
+# ensemble member (leading dim K). Every figure reduces the last dims only.
+
+
 def bernoulli_nll(logits: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     """−log p(x|z) for Bernoulli pixels, summed over pixels, averaged over the batch."""
     per_pixel = F.binary_cross_entropy_with_logits(logits, images, reduction="none")
-    return per_pixel.flatten(1).sum(dim=1).mean()
+    return per_pixel.flatten(-3).sum(dim=-1).mean(dim=-1)
 
 
-def gaussian_nll(logits: torch.Tensor, images: torch.Tensor, std: float) -> torch.Tensor:
-    """−log N(x; sigmoid(logits), std²), summed over pixels, averaged over the batch."""
-    squared = (torch.sigmoid(logits) - images).pow(2).flatten(1).sum(dim=1)
-    pixels = images[0].numel()
-    return (squared / (2 * std**2)).mean() + pixels * math.log(std * math.sqrt(2 * math.pi))
+def gaussian_nll(logits: torch.Tensor, images: torch.Tensor, std: float | torch.Tensor) -> torch.Tensor:
+    """−log N(x; sigmoid(logits), std²), summed over pixels, averaged over the batch.
+    ``std``: a number, or one per leading index (an ensemble member's own)."""
+    squared = (torch.sigmoid(logits) - images).pow(2).flatten(-3).sum(dim=-1)
+    pixels = images.shape[-3:].numel()
+    if isinstance(std, torch.Tensor):
+        return (squared / (2 * std.unsqueeze(-1) ** 2)).mean(dim=-1) + pixels * torch.log(
+            std * math.sqrt(2 * math.pi)
+        )
+    return (squared / (2 * std**2)).mean(dim=-1) + pixels * math.log(std * math.sqrt(2 * math.pi))
 
 
 def reconstruction_nll(
-    likelihood: str, logits: torch.Tensor, images: torch.Tensor, gaussian_std: float
+    likelihood: str, logits: torch.Tensor, images: torch.Tensor, gaussian_std: float | torch.Tensor
 ) -> torch.Tensor:
     """The model's own −log p(x|z): Bernoulli, or Gaussian with the fixed ``gaussian_std``."""
     if likelihood == "bernoulli":
@@ -58,12 +67,19 @@ def reconstruction_nll(
 
 def kl_per_latent(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(μ, σ²) ‖ N(0, 1)) per latent dimension, averaged over the batch (closed form)."""
-    return 0.5 * (mean.pow(2) + logvar.exp() - logvar - 1.0).mean(dim=0)
+    return 0.5 * (mean.pow(2) + logvar.exp() - logvar - 1.0).mean(dim=-2)
 
 
 def capacity_at(step: int, capacity_max_nats: float, capacity_steps: int) -> float:
     """Burgess et al.'s linearly increasing capacity C (nats) at a training step."""
     return capacity_max_nats * min(step, capacity_steps) / capacity_steps
+
+
+def capacity_for(config: ObjectiveConfig, step: int) -> float:
+    """The objective's C at a step: the capacity schedule's, 0 for the β objective."""
+    if config.kind != "capacity":
+        return 0.0
+    return capacity_at(step, config.capacity_max_nats, config.capacity_steps)
 
 
 def compute_loss(
@@ -106,16 +122,8 @@ def member_losses(
     however many members there are.
     """
     is_capacity, beta, gamma, std = weights.unbind(dim=1)
-    if likelihood == "bernoulli":
-        per_pixel = F.binary_cross_entropy_with_logits(logits, images, reduction="none")
-        reconstruction = per_pixel.flatten(2).sum(dim=2).mean(dim=1)
-    else:
-        squared = (torch.sigmoid(logits) - images).pow(2).flatten(2).sum(dim=2)
-        pixels = images[0, 0].numel()
-        reconstruction = (squared / (2 * std[:, None] ** 2)).mean(dim=1) + pixels * torch.log(
-            std * math.sqrt(2 * math.pi)
-        )
-    per_latent = 0.5 * (mean.pow(2) + logvar.exp() - logvar - 1.0).mean(dim=1)  # (K, latent_dim)
+    reconstruction = reconstruction_nll(likelihood, logits, images, std)
+    per_latent = kl_per_latent(mean, logvar)  # (K, latent_dim)
     kl = per_latent.sum(dim=1)
     penalty = torch.where(is_capacity > 0, gamma * (kl - capacities).abs(), beta * kl)
     loss = reconstruction + penalty

@@ -13,16 +13,13 @@ from typing import Any
 
 from bvae.config import Params, ParamsError, params_from_mapping
 
-# Short names in member names: ``beta4-seed0`` reads better than the full keys.
+# Short names in member names (``beta4-seed0``); other keys go by their last part.
 SHORT_NAMES = {
     "objective.kind": "",
-    "objective.beta": "beta",
-    "objective.gamma": "gamma",
     "objective.capacity_max_nats": "C",
     "objective.capacity_steps": "Csteps",
     "objective.gaussian_std": "std",
     "train.learning_rate": "lr",
-    "train.seed": "seed",
 }
 
 

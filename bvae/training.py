@@ -27,7 +27,7 @@ from bvae.distributed import World
 from bvae.errors import BadInput, InvalidSetting
 from bvae.fileio import atomic_path
 from bvae.models import BetaVAE, ModelConfig, images_to_input, select_device
-from bvae.objectives import ObjectiveConfig, capacity_at, compute_loss
+from bvae.objectives import ObjectiveConfig, capacity_for, compute_loss
 from bvae.progress import progress
 
 CHECKPOINT_FORMAT = 1
@@ -37,7 +37,8 @@ class TrainingDiverged(BadInput, RuntimeError):
     """The loss or the weights became NaN or infinite; the last checkpoint saved stays good."""
 
 
-def _switch(setting: str, default: bool) -> bool:
+def switch(setting: str, default: bool) -> bool:
+    """An ``auto | on | off`` setting: ``default`` decides ``auto``."""
     return default if setting == "auto" else setting == "on"
 
 
@@ -91,7 +92,7 @@ class Trainer:
         torch.manual_seed(train.seed)  # the initial weights
         self.model = BetaVAE(model_config).to(self.device)
         self.memory_format = torch.contiguous_format
-        if _switch(train.channels_last, model_config.architecture == "conv"):
+        if switch(train.channels_last, model_config.architecture == "conv"):
             self.memory_format = torch.channels_last
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train.learning_rate)
@@ -108,9 +109,9 @@ class Trainer:
         self.last_checkpoint_step = 0
         self.history: list[dict[str, float]] = []
         cuda = self.device.type == "cuda"
-        self.use_bf16 = _switch(train.bf16, cuda and torch.cuda.is_bf16_supported())
+        self.use_bf16 = switch(train.bf16, cuda and torch.cuda.is_bf16_supported())
         self.forward_loss = self._forward_loss
-        if _switch(train.compile, cuda):
+        if switch(train.compile, cuda):
             self.forward_loss = torch.compile(self._forward_loss)
 
     # -- one step ---------------------------------------------------------------------------
@@ -134,10 +135,7 @@ class Trainer:
 
     def capacity_nats(self) -> float:
         """Burgess et al.'s capacity C at the current step (0 for the beta objective)."""
-        objective = self.objective
-        if objective.kind != "capacity":
-            return 0.0
-        return capacity_at(self.step, objective.capacity_max_nats, objective.capacity_steps)
+        return capacity_for(self.objective, self.step)
 
     def draw(self) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's next image indices and reparameterisation noise, from its own stream."""

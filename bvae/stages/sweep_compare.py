@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
@@ -15,7 +16,7 @@ from bvae.errors import MissingInput
 from bvae.figures import save_sweep_chart
 from bvae.fileio import atomic_path, write_json
 from bvae.report_keys import headline_keys
-from bvae.stages.sweep_files import SweepPaths, read_sweep
+from bvae.stages.sweep_files import PARENT_RUN_FILE, SweepPaths, read_sweep
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,8 @@ def run_sweep_compare(params: Params, paths: SweepPaths = SweepPaths()) -> dict:
     """The table and chart across members; logged to the sweep's parent run."""
     selection = params.registry.selection_metric
     rows = comparison_rows(params, paths)
-    best = best_member(rows, selection)["member"]
+    best_row = best_member(rows, selection)
+    best = best_row["member"]
     grid_keys = list(params.sweep.grid)
     metrics = {
         "best": best,
@@ -95,18 +97,17 @@ def run_sweep_compare(params: Params, paths: SweepPaths = SweepPaths()) -> dict:
     write_json(paths.comparison, metrics)
     with atomic_path(paths.comparison_markdown) as temporary:
         temporary.write_text(comparison_markdown(rows, selection, best))
-    with atomic_path(paths.comparison_csv) as temporary:
+    with atomic_path(paths.comparison_csv) as temporary, open(temporary, "w", newline="") as stream:
         columns = [key for key in rows[0] if key != "mlflow_run_id"]
-        lines = [",".join(columns)] + [
-            ",".join("" if row[c] is None else str(row[c]) for c in columns) for row in rows
-        ]
-        temporary.write_text("\n".join(lines) + "\n")
+        writer = csv.DictWriter(stream, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
     save_sweep_chart(paths.comparison_chart, rows, grid_keys, selection)
-    parent = tracking.read_run_file(paths.train / "mlflow_run.json")
+    parent = tracking.read_run_file(paths.train / PARENT_RUN_FILE)
     tracking.log_table(parent, {key: [row[key] for row in rows] for key in rows[0]}, "sweep/comparison.json")
     for path in (paths.comparison_markdown, paths.comparison_chart):
         tracking.log_artifact(parent, path, "sweep")
-    tracking.log_metrics(parent, {f"best.{selection}": float(best_member(rows, selection)[selection])})
+    tracking.log_metrics(parent, {f"best.{selection}": float(best_row[selection])})
     tracking.set_tags(parent, {"bvae.best_member": best})
     log.info("best member by %s: %s", selection, best)
     return metrics

@@ -9,6 +9,7 @@ from pathlib import Path
 from bvae.errors import MissingInput
 
 SWEEP_FILE = "sweep.json"  # in sweeps/train/: the members, their points and MLflow runs
+PARENT_RUN_FILE = "mlflow_run.json"  # in sweeps/train/: the sweep's parent MLflow run
 
 
 @dataclass(frozen=True)

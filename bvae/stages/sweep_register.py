@@ -10,7 +10,7 @@ import logging
 
 from bvae.config import Params
 from bvae.fileio import write_json
-from bvae.stages.register import RegisterPaths, lookup, run_register
+from bvae.stages.register import RegisterPaths, run_register
 from bvae.stages.sweep_files import SweepPaths, member_train_paths
 from bvae.tracking.registry import promote
 
@@ -22,17 +22,22 @@ def run_sweep_register(params: Params, paths: SweepPaths = SweepPaths()) -> dict
     selection = params.registry.selection_metric
     comparison = json.loads(paths.comparison.read_text())
     candidates = params.registry.model_copy(update={"promote": False})
-    versions = {}
+    registrations = {}
     for name in comparison["members"]:
         trained = member_train_paths(paths.train, name)
         registration = run_register(
             params.model_copy(update={"registry": candidates}),
             RegisterPaths(trained.model, trained.run_file, paths.members / name / "metrics.json", None),
         )
-        versions[name] = registration.version
+        registrations[name] = registration
     best = comparison["best"]
-    value = lookup(json.loads((paths.members / best / "metrics.json").read_text()), selection)
-    result = {"best": best, "selection_metric": selection, "selection_value": value, "versions": versions}
+    versions = {name: registration.version for name, registration in registrations.items()}
+    result = {
+        "best": best,
+        "selection_metric": selection,
+        "selection_value": registrations[best].selection_value,
+        "versions": versions,
+    }
     if params.registry.promote:
         promotion = promote(params.registry.model_name, versions[best], params.registry.margin)
         result.update(champion_version=promotion.champion_version, promoted=promotion.promoted)

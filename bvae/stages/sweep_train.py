@@ -19,7 +19,7 @@ from bvae.data.shards import load_dataset
 from bvae.ensemble import EnsembleTrainer, Member
 from bvae.fileio import atomic_path, write_json
 from bvae.models import select_device
-from bvae.stages.sweep_files import SWEEP_FILE, SweepPaths, member_train_paths
+from bvae.stages.sweep_files import PARENT_RUN_FILE, SWEEP_FILE, SweepPaths, member_train_paths
 from bvae.stages.train import (
     CurveLog,
     TrainPaths,
@@ -29,7 +29,7 @@ from bvae.stages.train import (
     write_outputs,
 )
 from bvae.sweep import SweepMember, sweep_members
-from bvae.training import load_trusted, save_atomic
+from bvae.training import save_atomic
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ def run_sweep_train(
         list(state.get("logged_rows", [len(h) for h in trainer.histories])) if state else [0] * len(members)
     )
     curves = [CurveLog(run, rows) for run, rows in zip(runs, logged, strict=True)]
+    last_checkpoint: dict = dict(state) if state else {}  # a log-only rerun saves no new one
 
     def on_log(current: EnsembleTrainer) -> None:
         for k, curve in enumerate(curves):
@@ -101,6 +102,7 @@ def run_sweep_train(
             "model_logged": False,
         }
         save_atomic(payload, paths.checkpoint)
+        last_checkpoint.update(payload)
 
     on_log(trainer)  # rows a lost server missed before the last checkpoint
     started = time.perf_counter()
@@ -117,9 +119,9 @@ def run_sweep_train(
         for run in (*runs, parent):
             end_run_if_possible(run, status)
         raise
-    if paths.checkpoint.exists():  # a rerun of a changed stage trains afresh
-        finished = load_trusted(paths.checkpoint)
-        save_atomic({**finished, "model_logged": True}, paths.checkpoint)
+    if last_checkpoint:  # a rerun of a changed stage trains afresh, not "logs" again
+        logged_rows = [curve.logged_rows for curve in curves]
+        save_atomic({**last_checkpoint, "logged_rows": logged_rows, "model_logged": True}, paths.checkpoint)
     return summaries
 
 
@@ -196,7 +198,7 @@ def _write_and_log(
                 }
             )
         write_json(staging / SWEEP_FILE, {"parent_run_id": parent.run_id, "members": entries})
-        tracking.write_run_file(parent, staging / "mlflow_run.json")
+        tracking.write_run_file(parent, staging / PARENT_RUN_FILE)
     tracking.log_metrics(parent, {"train_seconds": seconds, "members": float(trainer.size)})
     tracking.end_run(parent)
     return summaries
