@@ -99,6 +99,13 @@ def _cmd_sweep_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep_baselines(args: argparse.Namespace) -> int:
+    from bvae.stages.sweep_baselines import run_sweep_baselines
+
+    run_sweep_baselines(_params(args))
+    return 0
+
+
 def _cmd_sweep_evaluate(args: argparse.Namespace) -> int:
     from bvae.stages.sweep_evaluate import run_sweep_evaluate
 
@@ -235,6 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
         "stage (sweeps/dvc.yaml): train sweep.grid as one ensemble (resuming a killed one) -> sweeps/train/",
     )
     sweep_train.add_argument("--fresh", action="store_true", help="ignore sweeps/checkpoint.pt")
+    add(
+        "sweep-baselines",
+        _cmd_sweep_baselines,
+        "stage: the baselines' figures, once for every sweep member -> sweeps/baselines.json",
+    )
     add(
         "sweep-evaluate",
         _cmd_sweep_evaluate,

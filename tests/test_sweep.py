@@ -1,9 +1,10 @@
 """The sweep pipeline through the real CLI: a 2×2 grid as one ensemble, through DVC.
 
-One project: ``bvae sweep-train`` is killed with SIGKILL after a checkpoint, then
-``dvc exp run sweeps/dvc.yaml`` resumes it and runs every stage. Then it checks what a user
-sees: a parent and four child MLflow runs, a report per member, the comparison in
-``dvc metrics show``, the best member promoted, and a no-op rerun.
+One project (``swept``): ``bvae sweep-train`` is killed with SIGKILL after a checkpoint, then
+``dvc exp run sweeps/dvc.yaml`` resumes it and runs every stage. The tests check what a user
+sees: the resumed weights, a parent and four child MLflow runs, a report per member, the
+baselines scored once for all, the comparison in ``dvc metrics show``, the best member
+promoted, a no-op rerun, and the outputs through a DVC remote into a fresh clone.
 """
 
 from __future__ import annotations
@@ -17,45 +18,44 @@ import torch
 from bvae.config import load_params
 from bvae.sweep import sweep_members
 from bvae.training import load_trusted
-from tests.helpers import derived_project, kill_at_a_checkpoint, run
+from tests.helpers import commit_all, derived_project, kill_at_a_checkpoint, run
+
+pytestmark = pytest.mark.slow
 
 GRID = {"objective.beta": [1.0, 4.0], "train.seed": [0, 1]}
 MEMBERS = ["beta1-seed0", "beta1-seed1", "beta4-seed0", "beta4-seed1"]
 
 
 @pytest.fixture(scope="module")
-def sweep_repo(template, tmp_path_factory):
+def swept(template, tmp_path_factory):
+    """The project after a killed ``sweep-train`` and ``dvc exp run sweeps/dvc.yaml``:
+    (repo, env, the step it was killed at, the run's output)."""
     params = {
         "sweep.grid": GRID,
         "sweep.workers": 2,
         "train.steps": 60,
         "train.batch_size": 16,
         "train.checkpoint_every": 20,
+        "evaluate.baselines": ["ground_truth", "untrained"],
     }
-    return derived_project(template, tmp_path_factory.mktemp("sweep") / "repo", params)
-
-
-def env_for(repo):
-    return {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{repo}/mlflow.db"}
-
-
-@pytest.mark.slow
-def test_killed_sweep_resumes_and_dvc_runs_the_grid_as_one_ensemble(sweep_repo, full_dataset):
-    env = env_for(sweep_repo)
-    checkpoint = sweep_repo / "sweeps/checkpoint.pt"
+    repo = derived_project(template, tmp_path_factory.mktemp("sweep") / "repo", params)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{repo}/mlflow.db"}
     killed_at = kill_at_a_checkpoint(
-        ["python", "-m", "bvae", "sweep-train", "-q"], sweep_repo, env, checkpoint, 60
+        ["python", "-m", "bvae", "sweep-train", "-q"], repo, env, repo / "sweeps/checkpoint.pt", 60
     )
-    assert killed_at in (20, 40)
+    result = run(["dvc", "exp", "run", "sweeps/dvc.yaml"], repo, env=env)
+    return repo, env, killed_at, result.stdout + result.stderr
 
-    result = run(["dvc", "exp", "run", "sweeps/dvc.yaml"], sweep_repo, env=env)
-    resumed = f"resuming 4 members from sweeps/checkpoint.pt at step {killed_at}"
-    assert resumed in result.stdout + result.stderr
+
+def test_a_killed_sweep_resumes_every_member_to_the_uninterrupted_weights(swept, full_dataset):
+    repo, _, killed_at, output = swept
+    assert killed_at in (20, 40)
+    assert f"resuming 4 members from sweeps/checkpoint.pt at step {killed_at}" in output
 
     # Every member has the weights of an uninterrupted ensemble (to the bit: same operations).
     from bvae.ensemble import EnsembleTrainer, Member
 
-    params = load_params(sweep_repo / "params.yaml")
+    params = load_params(repo / "params.yaml")
     members = sweep_members(params)
     assert [m.name for m in members] == MEMBERS
     reference = EnsembleTrainer(
@@ -66,12 +66,14 @@ def test_killed_sweep_resumes_and_dvc_runs_the_grid_as_one_ensemble(sweep_repo, 
     )
     reference.train(show_progress=False)
     for k, name in enumerate(MEMBERS):
-        saved = load_trusted(sweep_repo / f"sweeps/train/{name}/model.pt")
+        saved = load_trusted(repo / f"sweeps/train/{name}/model.pt")
         assert saved["config"]["objective"]["beta"] == members[k].params.objective.beta
         for key, tensor in reference.models[k].state_dict().items():
             assert torch.equal(saved["state_dict"][key], tensor), (name, key)
 
-    # MLflow: one parent, four children, each with a single run's contents.
+
+def test_the_sweep_logs_a_parent_run_and_a_single_runs_contents_per_member(swept):
+    repo, env, _, _ = swept
     from mlflow import MlflowClient
 
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
@@ -103,24 +105,72 @@ def test_killed_sweep_resumes_and_dvc_runs_the_grid_as_one_ensemble(sweep_repo, 
         "sweep/comparison.png",
     }
 
-    # Per member: metrics, traversals and a self-contained report; then the comparison.
-    for name in MEMBERS:
-        folder = sweep_repo / "sweeps/members" / name
-        assert (folder / "traversals" / "traversal_square.png").exists()
-        assert "<script" not in (folder / "report.html").read_text()
-    comparison = json.loads((sweep_repo / "sweeps/comparison.json").read_text())
-    assert sorted(comparison["members"]) == MEMBERS
-    shown = run(["dvc", "metrics", "show", "--json"], sweep_repo).stdout
-    assert "beta4-seed1" in shown and "model.mean.mig.discrete_mig" in shown
-
     # The best member went through the gate: it is the champion (the registry was empty).
-    registered = json.loads((sweep_repo / "sweeps/registered.json").read_text())
+    comparison = json.loads((repo / "sweeps/comparison.json").read_text())
+    registered = json.loads((repo / "sweeps/registered.json").read_text())
     assert registered["best"] == comparison["best"] and registered["promoted"] is True
     champion = client.get_model_version_by_alias("bvae-dsprites", "champion")
     assert str(champion.version) == registered["versions"][comparison["best"]]
     assert champion.run_id == children[comparison["best"]].info.run_id
     assert len(registered["versions"]) == 4
 
-    # Nothing changed: nothing reruns.
-    again = run(["dvc", "exp", "run", "sweeps/dvc.yaml"], sweep_repo, env=env)
+
+def test_every_member_has_a_report_and_the_comparison_lists_them(swept):
+    repo, _, _, _ = swept
+    for name in MEMBERS:
+        folder = repo / "sweeps/members" / name
+        assert (folder / "traversals" / "traversal_square.png").exists()
+        assert "<script" not in (folder / "report.html").read_text()
+    comparison = json.loads((repo / "sweeps/comparison.json").read_text())
+    assert sorted(comparison["members"]) == MEMBERS
+    shown = run(["dvc", "metrics", "show", "--json"], repo).stdout
+    assert "beta4-seed1" in shown and "model.mean.mig.discrete_mig" in shown
+
+
+def test_the_baselines_are_scored_once_and_are_a_single_evaluations(swept, tmp_path):
+    """Each member's report carries the shared baselines, and they are the figures the single
+    pipeline's ``evaluate`` computes for the same params."""
+    from bvae.stages.evaluate import EvaluatePaths, run_evaluate
+
+    repo, _, _, output = swept
+    assert output.count("Running stage 'sweeps/dvc.yaml:sweep-baselines'") == 1
+    shared = json.loads((repo / "sweeps/baselines.json").read_text())["baselines"]
+    assert sorted(shared) == ["ground_truth", "untrained"]
+    for name in MEMBERS:
+        metrics = json.loads((repo / "sweeps/members" / name / "metrics.json").read_text())
+        assert metrics["baselines"] == shared
+        assert metrics["baselines_computed_by"] == "sweeps/baselines.json"
+    params = load_params(repo / "params.yaml")
+    paths = EvaluatePaths(repo / "data/shards", metrics=tmp_path / "metrics.json")
+    single = run_evaluate(params, paths, score_model=False)
+    assert single["baselines"] == shared
+
+
+def test_an_unchanged_sweep_reruns_nothing(swept):
+    repo, env, _, _ = swept
+    again = run(["dvc", "exp", "run", "sweeps/dvc.yaml"], repo, env=env)
     assert "Running stage" not in again.stdout
+
+
+def test_the_sweep_goes_through_a_remote_into_a_fresh_clone(swept, tmp_path):
+    """``dvc push sweeps/dvc.yaml`` and, in a clone with a cache of its own, ``dvc pull
+    sweeps/dvc.yaml``: every output of the sweep comes back as it was (the README's commands)."""
+    repo, env, _, _ = swept
+    run(["dvc", "remote", "add", "-d", "shelf", str(tmp_path / "remote")], repo)
+    commit_all(repo, "the sweep's results and a remote")
+    run(["dvc", "push", "sweeps/dvc.yaml"], repo, env=env)
+    copy = tmp_path / "copy"
+    run(["git", "clone", "-q", str(repo), str(copy)], tmp_path)  # no config.local: its own cache
+    assert not (copy / "sweeps/train").exists()
+    run(["dvc", "pull", "sweeps/dvc.yaml"], copy, env=env)
+    outputs = [
+        "sweeps/baselines.json",
+        "sweeps/comparison.json",
+        "sweeps/comparison.png",
+        *(f"sweeps/train/{name}/model.pt" for name in MEMBERS),
+        *(f"sweeps/members/{name}/report.html" for name in MEMBERS),
+    ]
+    for output in outputs:
+        assert (copy / output).read_bytes() == (repo / output).read_bytes(), output
+    shown = run(["dvc", "metrics", "show", "--json"], copy).stdout
+    assert "beta4-seed1" in shown

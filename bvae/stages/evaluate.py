@@ -31,6 +31,7 @@ from bvae.models import BetaVAE, images_to_input, select_device
 from bvae.objectives import kl_per_latent, reconstruction_nll
 from bvae.report_keys import headline_keys
 from bvae.representations import EncodedTable, pixel_baseline, torch_encoder
+from bvae.stages.shared_baselines import SharedBaselines
 
 log = logging.getLogger(__name__)
 
@@ -95,42 +96,85 @@ def _score(name: str, ground_truth, represent, config: EvaluateConfig, seconds: 
     return results
 
 
-def run_evaluate(params: Params, paths: EvaluatePaths = EvaluatePaths(), *, score_model: bool = True) -> dict:
-    """Compute every configured figure, write ``reports/metrics.json``, log it to MLflow."""
+def _encoded_table(
+    model: BetaVAE, ground_truth: DSprites, device: torch.device, config: EvaluateConfig, encode_seconds: list
+) -> EncodedTable:
+    """The model's codes of the dataset, encoded lazily (or all at once on a GPU), the encoding
+    time added to ``encode_seconds[0]``."""
+    encoder = torch_encoder(model, device, config.encode_batch_size)
+
+    def encode(images):
+        start = time.perf_counter()
+        try:
+            return encoder(images)
+        finally:
+            encode_seconds[0] += time.perf_counter() - start
+
+    table = EncodedTable(ground_truth, encode, model.config.latent_dim)
+    if config.encode_all == "on" or (config.encode_all == "auto" and device.type == "cuda"):
+        table.encode_all()
+    return table
+
+
+def score_baselines(
+    params: Params,
+    ground_truth: DSprites,
+    latent_dim: int,
+    device: torch.device,
+    seconds: dict[str, float],
+    encode_seconds: list,
+) -> dict:
+    """Every configured baseline scored with every metric. They depend only on the data and on
+    ``evaluate.*`` and ``model.*``, so a sweep's members share one computation (``sweep-baselines``)."""
+    config = params.evaluate
+    baselines = {}
+    for baseline in config.baselines:
+        if baseline == "ground_truth":
+            represent = factor_representation
+        elif baseline in ("pca", "ica"):
+            start = time.perf_counter()
+            represent = pixel_baseline(
+                ground_truth, baseline, latent_dim, config.baseline_fit_images, config.seed
+            )
+            seconds[f"baselines.{baseline}.fit"] = time.perf_counter() - start
+        else:  # untrained: the same architecture at its random initialisation
+            torch.manual_seed(config.seed)
+            untrained = BetaVAE(params.model)
+            represent = _encoded_table(
+                untrained, ground_truth, device, config, encode_seconds
+            ).representation()
+        baselines[baseline] = _score(f"baselines.{baseline}", ground_truth, represent, config, seconds)
+    return baselines
+
+
+def run_evaluate(
+    params: Params,
+    paths: EvaluatePaths = EvaluatePaths(),
+    *,
+    score_model: bool = True,
+    shared_baselines: SharedBaselines | None = None,
+) -> dict:
+    """Compute every configured figure, write ``reports/metrics.json``, log it to MLflow.
+
+    ``shared_baselines``: baseline figures already computed for these params and data (a
+    sweep's), taken instead of scoring the baselines again.
+    """
     config = params.evaluate
     device = select_device(config.device, "evaluate.device")
     if score_model and paths.run_file.exists():  # the figures go to this run at the end
         tracking.check_tracking_server(tracking.read_run_file(paths.run_file).tracking_uri)
     dataset = load_dataset(paths.shards)
+    if shared_baselines is not None:
+        shared_baselines.check(params, dataset.manifest.digest)
     ground_truth = DSprites(dataset.images)
     report: dict = {}
     seconds: dict[str, float] = {}
     encode_seconds = [0.0]
 
-    def timed(encoder):
-        def encode(images):
-            start = time.perf_counter()
-            try:
-                return encoder(images)
-            finally:
-                encode_seconds[0] += time.perf_counter() - start
-
-        return encode
-
-    def encoded_table(model: BetaVAE) -> EncodedTable:
-        table = EncodedTable(
-            ground_truth,
-            timed(torch_encoder(model, device, config.encode_batch_size)),
-            model.config.latent_dim,
-        )
-        if config.encode_all == "on" or (config.encode_all == "auto" and device.type == "cuda"):
-            table.encode_all()
-        return table
-
     state = read_model_file(paths.model) if score_model else None
     model = model_from_state(state, paths.model) if state is not None else None
     if model is not None:
-        table = encoded_table(model)
+        table = _encoded_table(model, ground_truth, device, config, encode_seconds)
         report["model"] = {
             kind: _score(
                 f"model.{kind}",
@@ -152,22 +196,16 @@ def run_evaluate(params: Params, paths: EvaluatePaths = EvaluatePaths(), *, scor
             gaussian_std=state["config"]["objective"]["gaussian_std"],
         )
         report["model_images_encoded"] = table.num_encoded
-    latent_dim = model.config.latent_dim if model is not None else params.model.latent_dim
-    baselines = {}
-    for baseline in config.baselines:
-        if baseline == "ground_truth":
-            represent = factor_representation
-        elif baseline in ("pca", "ica"):
-            start = time.perf_counter()
-            represent = pixel_baseline(
-                ground_truth, baseline, latent_dim, config.baseline_fit_images, config.seed
-            )
-            seconds[f"baselines.{baseline}.fit"] = time.perf_counter() - start
-        else:  # untrained: the same architecture at its random initialisation
-            torch.manual_seed(config.seed)
-            represent = encoded_table(BetaVAE(params.model)).representation()
-        baselines[baseline] = _score(f"baselines.{baseline}", ground_truth, represent, config, seconds)
-    report["baselines"] = baselines
+    if shared_baselines is None:
+        latent_dim = model.config.latent_dim if model is not None else params.model.latent_dim
+        report["baselines"] = score_baselines(
+            params, ground_truth, latent_dim, device, seconds, encode_seconds
+        )
+    else:
+        log.info("baselines: the sweep's, computed once for every member (%s)", shared_baselines.source)
+        report["baselines"] = shared_baselines.baselines
+        report["baselines_computed_by"] = shared_baselines.source  # their seconds are that run's
+        seconds.update(shared_baselines.seconds)
     seconds["encoding"] = encode_seconds[0]
     report["seconds"] = seconds
     report["protocol"] = protocol(config.sample_sizes, config.dci_estimator)

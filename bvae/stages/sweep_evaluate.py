@@ -1,6 +1,7 @@
 """Stage ``sweep-evaluate``: every member through the single pipeline's ``evaluate``,
 ``traverse`` and ``report``, ``sweep.workers`` members at once in processes, into
-``sweeps/members/<member>/``; each logs into its member's MLflow run.
+``sweeps/members/<member>/``; each logs into its member's MLflow run. The baselines' figures
+are ``sweep-baselines``'s, computed once for all members.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from pathlib import Path
 import torch
 
 from bvae.config import Params, ParamsError
+from bvae.data.shards import read_manifest
 from bvae.fileio import atomic_path
 from bvae.stages.evaluate import EvaluatePaths, run_evaluate
 from bvae.stages.report import ReportPaths, run_report
+from bvae.stages.shared_baselines import SharedBaselines, read_shared_baselines
 from bvae.stages.sweep_files import SweepPaths, member_train_paths, read_sweep
 from bvae.stages.traverse import TraversePaths, run_traverse
 from bvae.sweep import sweep_members
@@ -25,7 +28,13 @@ log = logging.getLogger(__name__)
 
 
 def _inspect_member(
-    params_json: dict, name: str, train_folder: str, shards: str, out: str, threads: int
+    params_json: dict,
+    name: str,
+    train_folder: str,
+    shards: str,
+    out: str,
+    threads: int,
+    baselines: SharedBaselines,
 ) -> str:
     """Evaluate, traverse and report one member (a worker process): the single stages' code."""
     torch.set_num_threads(threads)
@@ -35,7 +44,11 @@ def _inspect_member(
     folder = Path(out) / name
     folder.mkdir(parents=True, exist_ok=True)
     metrics = folder / "metrics.json"
-    run_evaluate(params, EvaluatePaths(Path(shards), trained.model, trained.run_file, metrics))
+    run_evaluate(
+        params,
+        EvaluatePaths(Path(shards), trained.model, trained.run_file, metrics),
+        shared_baselines=baselines,
+    )
     traversals = folder / "traversals"
     run_traverse(
         params,
@@ -73,6 +86,8 @@ def run_sweep_evaluate(params: Params, paths: SweepPaths = SweepPaths()) -> list
         raise ParamsError(
             f"{paths.train} holds members {missing} that sweep.grid no longer makes: rerun sweep-train"
         )
+    baselines = read_shared_baselines(paths.baselines)
+    baselines.check(params, read_manifest(paths.shards).digest)  # before any worker starts
     cores = os.cpu_count() or 1
     workers = min(params.sweep.workers or cores, len(names))
     threads = max(1, cores // workers)
@@ -86,6 +101,7 @@ def run_sweep_evaluate(params: Params, paths: SweepPaths = SweepPaths()) -> list
                 str(paths.shards),
                 str(staging),
                 threads,
+                baselines,
             )
             for name in names
         }

@@ -16,6 +16,7 @@ PARENT_RUN_FILE = "mlflow_run.json"  # in sweeps/train/: the sweep's parent MLfl
 class SweepPaths:
     shards: Path = Path("data/shards")
     train: Path = Path("sweeps/train")
+    baselines: Path = Path("sweeps/baselines.json")
     checkpoint: Path = Path("sweeps/checkpoint.pt")
     members: Path = Path("sweeps/members")
     comparison: Path = Path("sweeps/comparison.json")
