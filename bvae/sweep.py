@@ -1,6 +1,6 @@
 """A sweep's members: the grid expanded, each point applied to the params, named and checked.
 
-Pure: no files, no MLflow. The DVC sweep (``bvae.stages.sweep``) and the Prefect flow
+Pure: no files, no MLflow. The DVC sweep's stages (``bvae.stages.sweep_*``) and the Prefect flow
 (``flows.sweep``) both expand grids here, so a member is the same point in both.
 """
 

@@ -59,8 +59,13 @@ def best_member(rows: list[dict], selection_metric: str) -> dict:
     return max(scored, key=lambda row: row[selection_metric])
 
 
+def _shown_columns(rows: list[dict]) -> list[str]:
+    """The table's and the CSV's columns: every row key but the MLflow run id."""
+    return [key for key in rows[0] if key != "mlflow_run_id"]
+
+
 def comparison_markdown(rows: list[dict], selection_metric: str, best: str) -> str:
-    columns = [key for key in rows[0] if key != "mlflow_run_id"]
+    columns = _shown_columns(rows)
 
     def cell(value) -> str:
         return f"{value:.4g}" if isinstance(value, float) else str(value)
@@ -98,8 +103,7 @@ def run_sweep_compare(params: Params, paths: SweepPaths = SweepPaths()) -> dict:
     with atomic_path(paths.comparison_markdown) as temporary:
         temporary.write_text(comparison_markdown(rows, selection, best))
     with atomic_path(paths.comparison_csv) as temporary, open(temporary, "w", newline="") as stream:
-        columns = [key for key in rows[0] if key != "mlflow_run_id"]
-        writer = csv.DictWriter(stream, fieldnames=columns, extrasaction="ignore")
+        writer = csv.DictWriter(stream, fieldnames=_shown_columns(rows), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     save_sweep_chart(paths.comparison_chart, rows, grid_keys, selection)
