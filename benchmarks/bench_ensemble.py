@@ -40,7 +40,7 @@ from bvae.training import Trainer
 BETAS = (1.0, 2.0, 4.0, 6.0, 8.0, 16.0)
 
 
-def members(k: int, args, total_steps: int, compile_setting: str) -> list[Member]:
+def members(k: int, args, total_steps: int, compile_setting: str, graphs: str = "off") -> list[Member]:
     """K members of the paper grid: β cycling through Locatello et al.'s values, a seed each."""
     return [
         Member(
@@ -54,6 +54,7 @@ def members(k: int, args, total_steps: int, compile_setting: str) -> list[Member
                 log_every=args.steps,
                 checkpoint_every=total_steps,
                 compile=compile_setting,
+                cuda_graphs=graphs,
             ),
         )
         for i in range(k)
@@ -98,6 +99,8 @@ def main() -> None:
     parser.add_argument("--archs", nargs="+", default=["conv"])
     parser.add_argument("--mechanisms", nargs="+", default=["loop", "vmap"])
     parser.add_argument("--compile", nargs="+", default=["off"], help="off and/or on (torch.compile)")
+    parser.add_argument("--cuda-graphs", nargs="+", default=["off"], help="off and/or on (CUDA only)")
+    parser.add_argument("--budget-s", type=float, default=1e9, help="skip settings that start after this")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20, help="steps per timed window")
     parser.add_argument("--warmup", type=int, default=5)
@@ -107,17 +110,26 @@ def main() -> None:
     args = parser.parse_args()
     if args.device == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
-    stride = max(1, factors.NUM_IMAGES // args.images)
-    images = render.render_images(
-        factors.classes_from_index(np.arange(0, factors.NUM_IMAGES, stride)[: args.images])
-    )
+    started = time.perf_counter()
+    if args.images >= factors.NUM_IMAGES:
+        images = render.render_dataset(workers=os.cpu_count() or 1)
+    else:
+        stride = max(1, factors.NUM_IMAGES // args.images)
+        images = render.render_images(
+            factors.classes_from_index(np.arange(0, factors.NUM_IMAGES, stride)[: args.images])
+        )
     data = torch.from_numpy(images).to(args.device)  # one copy, shared by every trainer
     total_steps = args.warmup + args.steps * args.repeats
     results = []
+    settings = [(c, g) for c in args.compile for g in args.cuda_graphs]
     for arch in args.archs:
         model = ModelConfig(architecture=arch)
-        for compile_setting in args.compile:
-            (single,) = members(1, args, total_steps, compile_setting)
+        for compile_setting, graphs in settings:
+            if time.perf_counter() - started > args.budget_s:
+                print(f"skipped (budget): {arch} compile {compile_setting} graphs {graphs}", flush=True)
+                continue
+            torch._dynamo.reset()
+            (single,) = members(1, args, total_steps, compile_setting, graphs)
             reset_memory(args.device)
             base = torch.cuda.memory_allocated() if args.device.startswith("cuda") else 0
             trainer = Trainer(model, single.objective, single.train, data)
@@ -125,7 +137,13 @@ def main() -> None:
             single_memory = peak_memory_mib(args.device, base)
             del trainer
             for k in args.ks:
-                row_base = {"arch": arch, "compile": compile_setting, "k": k, "batch_size": args.batch_size}
+                row_base = {
+                    "arch": arch,
+                    "compile": compile_setting,
+                    "cuda_graphs": graphs,
+                    "k": k,
+                    "batch_size": args.batch_size,
+                }
                 results.append(
                     {
                         **row_base,
@@ -138,10 +156,16 @@ def main() -> None:
                 for mechanism in args.mechanisms:
                     reset_memory(args.device)
                     base = torch.cuda.memory_allocated() if args.device.startswith("cuda") else 0
-                    ensemble = EnsembleTrainer(
-                        model, members(k, args, total_steps, compile_setting), data, mechanism
-                    )
-                    rate = timed_windows(ensemble.run_step, args)
+                    try:
+                        ensemble = EnsembleTrainer(
+                            model, members(k, args, total_steps, compile_setting, graphs), data, mechanism
+                        )
+                        rate = timed_windows(ensemble.run_step, args)
+                        del ensemble
+                    except Exception as error:  # noqa: BLE001 - record it and go on (a GPU lease is short)
+                        results.append({**row_base, "mechanism": mechanism, "error": repr(error)[:1000]})
+                        print(json.dumps(results[-1]), flush=True)
+                        continue
                     memory = peak_memory_mib(args.device, base)
                     results.append(
                         {
@@ -153,7 +177,12 @@ def main() -> None:
                         }
                     )
                     print(json.dumps(results[-1]), flush=True)
-                    del ensemble
+                    write_report(args, results)
+    write_report(args, results, show=True)
+
+
+def write_report(args, results: list[dict], show: bool = False) -> None:
+    """The report so far, to stdout (``show``) and ``--out``/results.json: a killed run keeps its rows."""
     report = {
         "machine": platform.node(),
         "processor": platform.processor() or platform.machine(),
@@ -165,7 +194,8 @@ def main() -> None:
         "repeats": args.repeats,
         "results": results,
     }
-    print(json.dumps(report, indent=2))
+    if show:
+        print(json.dumps(report, indent=2))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -11,11 +11,12 @@ import dataclasses
 import difflib
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -33,6 +34,16 @@ from bvae.report_keys import figure_keys
 class ParamsError(BadInput, ValueError):
     """``params.yaml`` is missing, malformed, or holds a bad key or value."""
 
+
+def _switch_from_yaml(value: Any) -> Any:
+    """YAML reads an unquoted ``on`` / ``off`` (also ``-S key=on``) as true / false."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return value
+
+
+# An auto | on | off setting, written quoted or not.
+Switch = Annotated[Literal["auto", "on", "off"], BeforeValidator(_switch_from_yaml)]
 
 # NaN or infinity is never a meaningful setting: it would train or score silently wrong.
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -80,10 +91,14 @@ class TrainConfig:
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")
     checkpoint_every: int = Field(500, ge=1)
     log_every: int = Field(50, ge=1)
-    compile: Literal["auto", "on", "off"] = "auto"  # auto: on for CUDA
-    bf16: Literal["auto", "on", "off"] = "auto"  # bf16 autocast; auto: on for CUDA with bf16
+    compile: Switch = "auto"  # auto: on for CUDA
+    bf16: Switch = "auto"  # bf16 autocast; auto: on for CUDA with bf16
     # NHWC tensors for the conv model: +34 % steps/s on a 2-core CPU (BENCHMARKS.md).
-    channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on for conv
+    channels_last: Switch = "auto"  # auto: on for conv
+    # One CUDA graph per step (forward, backward, Adam): the GPU no longer waits on Python's
+    # kernel launches (bvae/cuda_graph.py). CUDA only; not under DDP.
+    cuda_graphs: Switch = "auto"  # auto: on for CUDA, one process
+    fused_adam: Switch = "auto"  # Adam's one-kernel update; auto: on when graphed
     threads: int = Field(0, ge=0)  # CPU threads for torch; 0: all cores
     nproc: int = Field(1, ge=1)  # data-parallel processes (DDP); `bvae train` relaunches under torchrun
 
@@ -154,7 +169,7 @@ class EvaluateConfig(_Section):
     baseline_fit_images: int = Field(10000, ge=100)
     heldout_images: int = Field(10000, ge=100, le=737280)
     encode_batch_size: int = Field(2048, ge=1)
-    encode_all: Literal["auto", "on", "off"] = "auto"  # auto: on for CUDA
+    encode_all: Switch = "auto"  # auto: on for CUDA
     device: str = "auto"
 
 

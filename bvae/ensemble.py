@@ -39,11 +39,12 @@ import torch
 from torch.func import functional_call, vmap
 
 from bvae.config import ModelConfig, ObjectiveConfig, TrainConfig
+from bvae.cuda_graph import GraphedStep
 from bvae.errors import InvalidSetting
 from bvae.models import BetaVAE, images_to_input, select_device
 from bvae.objectives import capacity_for, member_losses
 from bvae.progress import progress
-from bvae.training import TrainingDiverged, curve_row, stream_seed, switch
+from bvae.training import TrainingDiverged, adam, curve_row, graphs_wanted, stream_seed, switch
 
 ENSEMBLE_CHECKPOINT_FORMAT = 1
 # How a step runs the members: vmap (one batched kernel per layer for all members: the GPU
@@ -61,6 +62,8 @@ SHARED_TRAIN_KEYS = (
     "compile",
     "bf16",
     "threads",
+    "cuda_graphs",
+    "fused_adam",
 )
 
 
@@ -132,7 +135,8 @@ class EnsembleTrainer:
             }
             for rate in rates
         ]
-        self.optimizer = torch.optim.Adam(groups)
+        self.use_graphs = graphs_wanted(shared, self.device, distributed=False)
+        self.optimizer = adam(groups, shared, self.use_graphs, lr=rates[0])
         self.names = [name for name, _ in self.models[0].named_parameters()]
         self.base = copy.deepcopy(self.models[0]).to("meta")  # the architecture vmap calls
         data = torch.from_numpy(images) if isinstance(images, np.ndarray) else images
@@ -149,6 +153,7 @@ class EnsembleTrainer:
         self.forward_loss = self._forward_loss
         if switch(shared.compile, cuda):
             self.forward_loss = torch.compile(self._forward_loss)
+        self.train_step = self._new_train_step()
 
     @property
     def size(self) -> int:
@@ -178,7 +183,7 @@ class EnsembleTrainer:
 
     def _forward_loss(self, params, batches, noises, capacities):
         autocast = (
-            torch.autocast(self.device.type, dtype=torch.bfloat16)
+            torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=not self.use_graphs)
             if self.use_bf16
             else contextlib.nullcontext()
         )
@@ -216,17 +221,35 @@ class EnsembleTrainer:
         batches = images_to_input(self.data.index_select(0, torch.cat(indices)))
         return batches.reshape(self.size, size, *batches.shape[1:]), torch.stack(noises)
 
-    def run_step(self) -> torch.Tensor:
-        """One step of every member; returns ``(K, 3 + latent_dim)``: loss, recon, KL, KL per latent."""
-        batches, noises = self.draw()
-        capacities = torch.tensor(self.capacities(), device=self.device)
+    def _step(self, batches: torch.Tensor, noises: torch.Tensor, capacities: torch.Tensor) -> torch.Tensor:
+        """Forward, backward, update of every member: what a CUDA graph captures."""
         params = self.stacked_parameters() if self.mechanism == "vmap" else None
         terms = self.forward_loss(params, batches, noises, capacities)
         self.optimizer.zero_grad(set_to_none=True)
         terms[:, 0].sum().backward()  # no weight is shared: each member gets its own gradient
         self.optimizer.step()
-        self.step += 1
         return terms.detach()
+
+    def _new_train_step(self) -> Callable:
+        if not self.use_graphs:
+            return self._step
+        parameters = [p for model in self.models for p in model.parameters()]
+        return GraphedStep(self._step, parameters, self.optimizer)
+
+    def _capacity_tensor(self) -> torch.Tensor:
+        values = torch.tensor(self.capacities(), dtype=torch.float32)
+        if self.device.type != "cuda":
+            return values.to(self.device)
+        # Pinned and non-blocking: a plain host-to-device copy would sync the stream each step.
+        return values.pin_memory().to(self.device, non_blocking=True)
+
+    def run_step(self) -> torch.Tensor:
+        """One step of every member; returns ``(K, 3 + latent_dim)``: loss, recon, KL, KL per
+        latent (under CUDA graphs a static tensor, overwritten by the next step)."""
+        batches, noises = self.draw()
+        terms = self.train_step(batches, noises, self._capacity_tensor())
+        self.step += 1
+        return terms
 
     # -- the loop ---------------------------------------------------------------------------
     def train(
@@ -340,6 +363,7 @@ class EnsembleTrainer:
             self.generators[k].set_state(member_state["rng"].cpu())
             self.histories[k] = list(member_state["history"])
         self.step = self.last_checkpoint_step = int(state["step"])
+        self.train_step = self._new_train_step()  # a graph holds the replaced optimizer state
 
 
 def describe_member(member: Member) -> str:

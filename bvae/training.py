@@ -23,6 +23,7 @@ import torch
 
 from bvae import distributed
 from bvae.config import TrainConfig
+from bvae.cuda_graph import GraphedStep
 from bvae.distributed import World
 from bvae.errors import BadInput, InvalidSetting
 from bvae.fileio import atomic_path
@@ -95,7 +96,9 @@ class Trainer:
         if switch(train.channels_last, model_config.architecture == "conv"):
             self.memory_format = torch.channels_last
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train.learning_rate)
+        cuda = self.device.type == "cuda"
+        self.use_graphs = graphs_wanted(train, self.device, world.distributed)
+        self.optimizer = adam(self.model.parameters(), train, self.use_graphs)
         data = torch.from_numpy(images) if isinstance(images, np.ndarray) else images
         self.data = data.to(self.device)
         self.generator = torch.Generator(device=self.device).manual_seed(stream_seed(train.seed, world.rank))
@@ -108,16 +111,20 @@ class Trainer:
         self.step = 0
         self.last_checkpoint_step = 0
         self.history: list[dict[str, float]] = []
-        cuda = self.device.type == "cuda"
         self.use_bf16 = switch(train.bf16, cuda and torch.cuda.is_bf16_supported())
         self.forward_loss = self._forward_loss
         if switch(train.compile, cuda):
             self.forward_loss = torch.compile(self._forward_loss)
+        # C as a tensor filled in place: a compiled step does not recompile as C grows, and
+        # no host-to-device copy (a stream sync) per step.
+        self.capacity = torch.zeros((), device=self.device)
+        self.train_step = self._new_train_step()
 
     # -- one step ---------------------------------------------------------------------------
     def _forward_loss(self, batch: torch.Tensor, noise: torch.Tensor, capacity: torch.Tensor):
         autocast = (
-            torch.autocast(self.device.type, dtype=torch.bfloat16)
+            # No cast cache under a graph: the casts are replayed with the step.
+            torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=not self.use_graphs)
             if self.use_bf16
             else contextlib.nullcontext()
         )
@@ -146,16 +153,27 @@ class Trainer:
         )
         return index, noise
 
-    def _run_batch(self):
-        index, noise = self.draw()
-        batch = images_to_input(self.data.index_select(0, index))
-        batch = batch.contiguous(memory_format=self.memory_format)
-        # A tensor, not a float: a compiled step must not recompile as C grows.
-        capacity = torch.tensor(self.capacity_nats(), device=self.device)
+    def _step(self, batch: torch.Tensor, noise: torch.Tensor, capacity: torch.Tensor):
+        """Forward, backward, update: what a CUDA graph captures (``set_to_none`` lets the
+        capture allocate the gradients the replays write)."""
         terms = self.forward_loss(batch, noise, capacity)
         self.optimizer.zero_grad(set_to_none=True)
         terms.loss.backward()
         self.optimizer.step()
+        return terms
+
+    def _new_train_step(self) -> Callable:
+        if not self.use_graphs:
+            return self._step
+        return GraphedStep(self._step, list(self.model.parameters()), self.optimizer)
+
+    def _run_batch(self):
+        """One step; under CUDA graphs the returned terms are overwritten by the next step."""
+        index, noise = self.draw()
+        batch = images_to_input(self.data.index_select(0, index))
+        batch = batch.contiguous(memory_format=self.memory_format)
+        self.capacity.fill_(self.capacity_nats())
+        terms = self.train_step(batch, noise, self.capacity)
         self.step += 1
         return terms
 
@@ -262,6 +280,36 @@ class Trainer:
         per_rank = state.get("rng_per_rank") or [state["rng"]]
         self.generator.set_state(per_rank[self.world.rank].cpu())  # CPU byte tensors
         self.history = list(state["history"])
+        self.train_step = self._new_train_step()  # a graph holds the replaced optimizer state
+
+
+def graphs_wanted(train: TrainConfig, device: torch.device, distributed: bool) -> bool:
+    """``train.cuda_graphs``: auto is on for one CUDA process; ``on`` elsewhere is an error."""
+    wanted = switch(train.cuda_graphs, device.type == "cuda" and not distributed)
+    if wanted and device.type != "cuda":
+        raise InvalidSetting(
+            f"train.cuda_graphs is on but training runs on {device.type}: CUDA graphs need a CUDA "
+            "GPU. Set train.cuda_graphs to auto or off."
+        )
+    if wanted and distributed:
+        raise InvalidSetting(
+            "train.cuda_graphs is on with train.nproc > 1: bvae does not graph DDP steps. "
+            "Set train.cuda_graphs to auto or off, or train.nproc to 1."
+        )
+    return wanted
+
+
+def adam(parameters, train: TrainConfig, capturable: bool, lr: float | None = None) -> torch.optim.Adam:
+    """Adam, capturable for a CUDA graph; ``train.fused_adam`` auto: fused when graphed (the
+    fastest step measured on an H100; eagerly, fused Adam was no faster: BENCHMARKS.md).
+    ``parameters`` may be parameter groups with their own rates."""
+    fused = switch(train.fused_adam, capturable)
+    return torch.optim.Adam(
+        parameters,
+        lr=train.learning_rate if lr is None else lr,
+        fused=True if fused else None,
+        capturable=capturable,
+    )
 
 
 def save_atomic(payload: dict, path: str | os.PathLike) -> None:

@@ -81,6 +81,14 @@ def animation_frames(grid: np.ndarray) -> np.ndarray:
 ENTANGLED_SHARE = 0.5
 
 
+def independence_bias(num_bins: int, num_values: int, num_samples: int) -> float:
+    """The plug-in MI (nats) a latent independent of a factor shows anyway, to first order
+    (Miller 1955): (bins - 1)(values - 1) / 2n. An active latent whose MI with every factor
+    stays within twice this carries KL but no factor information: a constant shift of the
+    posterior means costs KL and tells nothing (a capacity model did this, issue #17)."""
+    return (num_bins - 1) * (num_values - 1) / (2 * num_samples)
+
+
 def latent_factor_table(
     latents_mean: np.ndarray,
     latents_logvar: np.ndarray,
@@ -97,11 +105,16 @@ def latent_factor_table(
 
     MI is in nats on 20-bin discretised means (as MIG); ``normalized_mi`` divides by the
     factor's entropy so factors with many values are comparable. A latent whose KL is below
-    ``active_kl`` is "inactive" whatever its MI; an active one whose second factor reaches
+    ``active_kl`` is "inactive" whatever its MI; an active one whose MI with every factor is
+    within twice :func:`independence_bias` is "uninformative"; one whose second factor reaches
     ``entangled_share`` of its best is "entangled: best+second".
     """
     binned = histogram_discretize(latents_mean, num_bins)
     factor_entropy = [entropy(factor_classes[:, j]) for j in range(factor_classes.shape[1])]
+    chance = [
+        2 * independence_bias(num_bins, len(np.unique(factor_classes[:, j])), len(factor_classes))
+        for j in range(factor_classes.shape[1])
+    ]
     table = []
     for latent in order_by_kl(kl_per_latent):
         information = {
@@ -115,8 +128,11 @@ def latent_factor_table(
         runner_up = normalized[second] if second else 0.0
         relative_gap = (top - runner_up) / top if top > 0 else 0.0
         active = bool(kl_per_latent[latent] >= active_kl)
+        informative = any(information[name] > chance[j] for j, name in enumerate(factor_names))
         if not active:
             encodes = "inactive"
+        elif not informative:
+            encodes = "uninformative"
         elif second and runner_up >= entangled_share * top and top > 0:
             encodes = f"entangled: {best}+{second}"
         else:
@@ -138,21 +154,27 @@ def latent_factor_table(
 
 
 def latent_summary(table: list[dict]) -> dict[str, int]:
-    """How many latents are active, and of those how many encode one factor or are entangled."""
+    """How many latents are active, and of those how many encode one factor, are entangled,
+    or carry no factor information."""
     active = [row for row in table if row["encodes"] != "inactive"]
     entangled = sum(row["encodes"].startswith("entangled") for row in active)
+    uninformative = sum(row["encodes"] == "uninformative" for row in active)
     return {
         "active": len(active),
-        "disentangled": len(active) - entangled,
+        "disentangled": len(active) - entangled - uninformative,
         "entangled": entangled,
+        "uninformative": uninformative,
         "inactive": len(table) - len(active),
     }
 
 
 def summary_line(summary: dict[str, int]) -> str:
+    uninformative = summary.get("uninformative", 0)  # absent from reports made before it
     return (
         f"{summary['active']} active latents: {summary['disentangled']} encode one factor, "
-        f"{summary['entangled']} entangled; {summary['inactive']} inactive"
+        f"{summary['entangled']} entangled"
+        + (f", {uninformative} carry KL but no factor information" if uninformative else "")
+        + f"; {summary['inactive']} inactive"
     )
 
 
@@ -164,8 +186,9 @@ def latent_table_markdown(table: list[dict], entangled_share: float = ENTANGLED_
         "",
         f"A latent is *entangled* when its second factor's MI/H is at least {entangled_share:.0%} "
         "of its best factor's (relative gap below "
-        f"{1 - entangled_share:.0%}). MI/H: mutual information with the factor over the "
-        "factor's entropy, on 20-bin discretised posterior means.",
+        f"{1 - entangled_share:.0%}). An active latent is *uninformative* when its MI with every "
+        "factor stays within twice what a latent independent of it shows by chance. MI/H: mutual "
+        "information with the factor over the factor's entropy, on 20-bin discretised posterior means.",
         "",
         "| latent | encodes | best | second | gap | KL (nats) | mean posterior variance | "
         + " | ".join(f"MI/H {n}" for n in names)

@@ -104,12 +104,19 @@ def test_the_selection_metric_must_be_one_evaluate_will_compute(tmp_path, monkey
             "train.device is cuda:99 but no CUDA GPU is visible",
         ),
         ("{}\n", {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}, 75, "http://127.0.0.1:9 cannot be reached"),
+        (
+            "train:\n  device: cpu\n  cuda_graphs: on\n",
+            {},
+            2,
+            "train.cuda_graphs is on but training runs on cpu",
+        ),
     ],
 )
 def test_train_checks_device_and_server_before_loading_data(
     tmp_path, monkeypatch, capsys, params, env, exit_code, message
 ):
-    """Both once failed only after the 2.8 GiB load (no data/shards here: they must come first)."""
+    """These once failed only after the 2.8 GiB load (no data/shards here: they must come first).
+    ``on`` is unquoted on purpose: YAML reads it as true, which means "on"."""
     from bvae.cli import main
 
     (tmp_path / "params.yaml").write_text(params)
@@ -135,3 +142,14 @@ def test_a_sweep_grid_may_vary_only_what_an_ensemble_can():
     params = params_from_mapping({"sweep": {"grid": {"objective.beta": [4.0, -1.0]}}})
     with pytest.raises(ParamsError, match="(?s)sweep member beta-1 is invalid.*objective.beta = -1.0"):
         sweep_members(params)
+
+
+def test_switches_take_on_and_off_as_yaml_writes_them():
+    """An unquoted on / off (in params.yaml, or `dvc exp run -S train.compile=off`) is YAML's
+    true / false; it means what it says, not "Input should be 'auto', 'on' or 'off'"."""
+    import yaml
+
+    params = params_from_mapping(yaml.safe_load("train:\n  compile: off\n  cuda_graphs: on\n  bf16: 'on'\n"))
+    assert (params.train.compile, params.train.cuda_graphs, params.train.bf16) == ("off", "on", "on")
+    with pytest.raises(ParamsError, match="train.fused_adam"):
+        params_from_mapping({"train": {"fused_adam": "yes"}})

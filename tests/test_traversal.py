@@ -95,7 +95,13 @@ def test_a_latent_moving_the_sprite_diagonally_is_entangled_not_labelled_posx():
     assert by_latent["z0"]["encodes"] in ("entangled: posX+posY", "entangled: posY+posX")
     assert by_latent["z0"]["relative_gap"] < 0.5
     assert by_latent["z1"]["encodes"] == "posX" and by_latent["z1"]["relative_gap"] >= 0.5
-    assert traversal.latent_summary(table) == {"active": 2, "disentangled": 1, "entangled": 1, "inactive": 0}
+    assert traversal.latent_summary(table) == {
+        "active": 2,
+        "disentangled": 1,
+        "entangled": 1,
+        "uninformative": 0,
+        "inactive": 0,
+    }
     strict = traversal.latent_factor_table(
         means, np.zeros((n, 2)), factor_classes, ["posX", "posY"], np.array([3.0, 2.0]), entangled_share=1.0
     )
@@ -125,3 +131,24 @@ def test_rendered_reports_exist_and_are_not_blank(full_dataset, tmp_path):
     with Image.open(tmp_path / "traversal_square.gif") as gif:
         assert gif.n_frames == 8
     assert len(report["latents"]) == 4 and report["sample_images"] == 500
+
+
+def test_a_latent_with_kl_but_no_factor_information_is_uninformative_not_a_factor():
+    """A capacity model (issue #17) met its KL target by shifting posterior means by a
+    constant: KL 4.7 nats, MI 0 with every factor, and the table said "shape". Such a latent,
+    and one that is pure noise, are "uninformative"; one that follows shape is still "shape"."""
+    rng = np.random.default_rng(2)
+    n = 10000
+    factor_classes = np.stack([rng.integers(0, 3, n), rng.integers(0, 40, n)], axis=1)  # shape, orientation
+    means = np.stack(
+        [np.full(n, 3.05), rng.normal(0, 1, n), factor_classes[:, 0] + rng.normal(0, 0.1, n)], axis=1
+    )
+    table = traversal.latent_factor_table(
+        means, np.full((n, 3), -4.0), factor_classes, ["shape", "orientation"], np.array([4.7, 2.0, 1.5])
+    )
+    assert [row["encodes"] for row in table] == ["uninformative", "uninformative", "shape"]
+    summary = traversal.latent_summary(table)
+    assert summary == {"active": 3, "disentangled": 1, "entangled": 0, "uninformative": 2, "inactive": 0}
+    assert traversal.summary_line(summary) == (
+        "3 active latents: 1 encode one factor, 0 entangled, 2 carry KL but no factor information; 0 inactive"
+    )

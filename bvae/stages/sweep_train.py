@@ -29,7 +29,7 @@ from bvae.stages.train import (
     write_outputs,
 )
 from bvae.sweep import SweepMember, sweep_members
-from bvae.training import save_atomic
+from bvae.training import graphs_wanted, save_atomic
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def run_sweep_train(
     """Train every member of ``sweep.grid`` as one ensemble (or resume it), write each member's
     files, and track the sweep in MLflow as a parent run with one child run per member."""
     members = sweep_members(params)
-    select_device(params.train.device, "train.device")
+    graphs_wanted(params.train, select_device(params.train.device, "train.device"), distributed=False)
     if params.train.nproc != 1:
         raise ParamsError("train.nproc must be 1 for a sweep: an ensemble trains its members in one process")
     tracking.check_tracking_server()

@@ -31,7 +31,7 @@ from bvae.fileio import atomic_path, write_json
 from bvae.model_file import save_model_file
 from bvae.models import select_device
 from bvae.tracking.flavour import log_torch_model
-from bvae.training import Trainer, load_trusted, save_atomic
+from bvae.training import Trainer, graphs_wanted, load_trusted, save_atomic
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def run_train(
     """
     world = distributed.world_from_env()
     # What can fail in a second fails before the 2.8 GiB load: the device and the server.
-    select_device(params.train.device, "train.device")
+    graphs_wanted(params.train, select_device(params.train.device, "train.device"), world.distributed)
     if world.is_main:
         tracking.check_tracking_server()
     if fresh and world.is_main:
