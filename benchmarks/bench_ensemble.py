@@ -29,11 +29,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from bvae.config import ModelConfig, ObjectiveConfig, TrainConfig
-from bvae.data import factors, render
+from bvae.data import render
 from bvae.ensemble import EnsembleTrainer, Member
 from bvae.training import Trainer
 
@@ -111,13 +110,7 @@ def main() -> None:
     if args.device == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
     started = time.perf_counter()
-    if args.images >= factors.NUM_IMAGES:
-        images = render.render_dataset(workers=os.cpu_count() or 1)
-    else:
-        stride = max(1, factors.NUM_IMAGES // args.images)
-        images = render.render_images(
-            factors.classes_from_index(np.arange(0, factors.NUM_IMAGES, stride)[: args.images])
-        )
+    images = render.render_spread(args.images, workers=os.cpu_count() or 1)
     data = torch.from_numpy(images).to(args.device)  # one copy, shared by every trainer
     total_steps = args.warmup + args.steps * args.repeats
     results = []

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from bvae.config import ModelConfig, ObjectiveConfig, TrainConfig
-from bvae.data import factors, render
+from bvae.data import render
 from bvae.training import Trainer
 
 # name: the train settings that differ from bvae's CUDA defaults (auto = compile and bf16 on)
@@ -38,14 +38,6 @@ VARIANTS = {
     "compile_graph_bf16": {"compile": "on", "bf16": "on", "cuda_graphs": "on", "fused_adam": "on"},
     "default": {},  # bvae's auto settings on CUDA, whatever they now are
 }
-
-
-def dataset(images: int, device: str) -> torch.Tensor:
-    if images >= factors.NUM_IMAGES:
-        return torch.from_numpy(render.render_dataset(workers=16)).to(device)
-    stride = max(1, factors.NUM_IMAGES // images)
-    classes = factors.classes_from_index(np.arange(0, factors.NUM_IMAGES, stride)[:images])
-    return torch.from_numpy(render.render_images(classes)).to(device)
 
 
 def trainer_for(arch: str, batch: int, settings: dict, data: torch.Tensor, total: int) -> Trainer:
@@ -144,7 +136,7 @@ def main() -> None:
     started = time.perf_counter()
     torch._dynamo.config.cache_size_limit = 64
     args.out.mkdir(parents=True, exist_ok=True)
-    data = dataset(args.images, "cuda")
+    data = torch.from_numpy(render.render_spread(args.images, workers=os.cpu_count() or 1)).cuda()
     report = {
         "device": torch.cuda.get_device_name(),
         "torch": torch.__version__,

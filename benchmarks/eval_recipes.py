@@ -1,13 +1,14 @@
 """The GPU-trained paper recipes (``gpu_recipes.py``), scored on this machine by the pipeline.
 
-    python benchmarks/eval_recipes.py RECIPES_MODELS.pt --out results/gpu_recipes [--only NAME...]
+    python benchmarks/eval_recipes.py results/gpu_recipes/recipes_models.pt [--only NAME...]
 
 For every member of ``recipes_models.pt``: a bvae model file (``<out>/<name>/model.pt``,
 stamped with ``data/shards``' digest once the images it was trained on are checked to be
 these), the ``evaluate`` stage's figures at disentanglement_lib's sample sizes on the mean
 representation (``metrics.json``; the dataset encoded once), and the ``traverse`` outputs
 (latent table, traversal grid) in ``<out>/<name>/traversals/``. No MLflow: nothing is logged.
-A member whose ``metrics.json`` exists is skipped, so a killed run resumes.
+A member whose ``metrics.json`` exists only gets its model file again, so a killed run resumes
+and the model files (not in git: the bundle is DVC's) come back in seconds.
 """
 
 from __future__ import annotations
@@ -59,9 +60,6 @@ def main() -> None:
         if args.only and name not in args.only:
             continue
         folder = args.out / name
-        metrics = folder / "metrics.json"
-        if metrics.exists():
-            continue
         folder.mkdir(parents=True, exist_ok=True)
         model_path = folder / "model.pt"
         save_model_file(
@@ -72,6 +70,9 @@ def main() -> None:
             data_digest=dataset.manifest.digest,
             mlflow_run_id=None,
         )
+        metrics = folder / "metrics.json"
+        if metrics.exists():
+            continue
         (folder / "curves.json").write_text(json.dumps(member["history"]) + "\n")
         traverse(str(model_path), args.shards, params.traverse, folder / "traversals", force=True)
         paths = EvaluatePaths(

@@ -136,7 +136,7 @@ class EnsembleTrainer:
             for rate in rates
         ]
         self.use_graphs = graphs_wanted(shared, self.device, distributed=False)
-        self.optimizer = adam(groups, shared, self.use_graphs, lr=rates[0])
+        self.optimizer = adam(groups, shared, self.use_graphs)  # every group has its own rate
         self.names = [name for name, _ in self.models[0].named_parameters()]
         self.base = copy.deepcopy(self.models[0]).to("meta")  # the architecture vmap calls
         data = torch.from_numpy(images) if isinstance(images, np.ndarray) else images

@@ -299,16 +299,13 @@ def graphs_wanted(train: TrainConfig, device: torch.device, distributed: bool) -
     return wanted
 
 
-def adam(parameters, train: TrainConfig, capturable: bool, lr: float | None = None) -> torch.optim.Adam:
-    """Adam, capturable for a CUDA graph; ``train.fused_adam`` auto: fused when graphed (the
-    fastest step measured on an H100; eagerly, fused Adam was no faster: BENCHMARKS.md).
-    ``parameters`` may be parameter groups with their own rates."""
+def adam(parameters, train: TrainConfig, capturable: bool) -> torch.optim.Adam:
+    """Adam at ``train.learning_rate``, capturable for a CUDA graph; ``train.fused_adam`` auto:
+    fused when graphed (the fastest step measured on an H100; eagerly, fused Adam was no
+    faster: BENCHMARKS.md). ``parameters`` may be parameter groups with rates of their own."""
     fused = switch(train.fused_adam, capturable)
     return torch.optim.Adam(
-        parameters,
-        lr=train.learning_rate if lr is None else lr,
-        fused=True if fused else None,
-        capturable=capturable,
+        parameters, lr=train.learning_rate, fused=True if fused else None, capturable=capturable
     )
 
 

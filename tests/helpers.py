@@ -27,11 +27,12 @@ def copy_repository(destination: Path) -> Path:
     for name in filter(None, listed):
         source = REPO_ROOT / name
         # No lock file: a copy has not run its pipelines (a dvc.lock would name outputs that
-        # neither the copy nor its remote has, and `dvc pull` would fail on them).
+        # neither the copy nor its remote has, and `dvc pull` would fail on them). No results/:
+        # no pipeline reads them, and the GPU recipes' .dvc file names data no copy has.
         if (
             not source.is_file()
             or Path(name).name == "dvc.lock"
-            or name.startswith(("data/", "models/", "reports/"))
+            or name.startswith(("data/", "models/", "reports/", "results/"))
         ):
             continue
         target = destination / name

@@ -79,3 +79,14 @@ def test_whole_grid_matches_real_dataset_statistics(full_npz):
     metadata = npz.read_metadata(full_npz)  # plain JSON: no pickle needed
     assert metadata["latents_sizes"] == list(factors.FACTOR_SIZES)
     assert metadata["latents_names"] == list(factors.FACTOR_NAMES)
+
+
+def test_a_spread_takes_every_kth_image_in_dataset_order():
+    """720 spread images are the first image of each 1,024-image block of the grid."""
+    import itertools
+
+    spread = render.render_spread(720)
+    blocks = list(itertools.islice(render.iter_sprite_blocks(), 3))
+    assert spread.shape == (720, 64, 64)
+    for k, block in enumerate(blocks):
+        assert np.array_equal(spread[k], block[0])

@@ -186,3 +186,12 @@ def render_dataset(workers: int = 2) -> np.ndarray:
         images[start : start + len(block)] = block
         start += len(block)
     return images
+
+
+def render_spread(num_images: int, workers: int = 2) -> np.ndarray:
+    """``num_images`` images spread evenly over the grid (every k-th, in dataset order), or the
+    whole grid when that many or more are asked for: data for benchmarks, with no files."""
+    if num_images >= factors.NUM_IMAGES:
+        return render_dataset(workers)
+    stride = max(1, factors.NUM_IMAGES // num_images)
+    return render_images(factors.classes_from_index(np.arange(0, factors.NUM_IMAGES, stride)[:num_images]))
