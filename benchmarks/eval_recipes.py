@@ -62,9 +62,12 @@ def main() -> None:
         folder = args.out / name
         folder.mkdir(parents=True, exist_ok=True)
         model_path = folder / "model.pt"
+        config = member["config"]
+        # A bundle from before model.init: its members had PyTorch's default initialisation.
+        config = {**config, "model": {"init": "pytorch", **config["model"]}}
         save_model_file(
             model_path,
-            config=member["config"],
+            config=config,
             state_dict=member["state_dict"],
             step=bundle["step"],
             data_digest=dataset.manifest.digest,

@@ -3,10 +3,12 @@
     PYTHONPATH=. python benchmarks/gpu_recipes.py --out $OUT --budget-s 520 [--resume DIR]
 
 Trains, as one ``EnsembleTrainer`` on procedurally rendered dSprites (the pipeline's offline
-data, bit-identical to ``data/shards`` here), for ``--steps`` steps at batch 64:
+data, bit-identical to ``data/shards`` here), for ``--steps`` steps, the recipes of
+``recipes/`` (their one home) at seeds ``--seeds``:
 
-- Higgins et al. 2017's β-VAE: β = 4, Adam 1e-4 (seeds ``--seeds``);
-- Burgess et al. 2018's capacity objective: γ = 1000, C → 25 nats over 100k steps, Adam 5e-4.
+- ``higgins-beta4-conv``: Higgins et al. 2017's β-VAE, β = 4, Adam 1e-4, batch 64;
+- ``burgess-capacity``: Burgess et al. 2018's capacity objective, γ = 1000, C → 25 nats over
+  100k steps, Adam 5e-4, batch 64, Kaiming-normal initial weights.
 
 A device machine allows 10 minutes a command, so training stops once ``--budget-s`` has passed
 (at a log step) and leaves in ``--out``: the ensemble checkpoint cut into parts of at most
@@ -27,42 +29,37 @@ from pathlib import Path
 
 import torch
 
-from bvae.config import ModelConfig, ObjectiveConfig, TrainConfig
+from bvae.config import ModelConfig
 from bvae.data import render
 from bvae.ensemble import EnsembleTrainer, Member
+from bvae.recipes import load_recipe, recipe_params
 
 PART_BYTES = 15 * 2**20
 LOG_EVERY = 1000
 
 
+# The recipes trained, each under its short member name (the folders of results/gpu_recipes/).
+RECIPES = {"higgins-beta4-conv": "higgins_beta4", "burgess-capacity": "burgess_capacity"}
+
+
 def recipe_members(
     steps: int, seeds: list[int], device: str, log_every: int, **train_settings
-) -> tuple[list[str], list[Member]]:
-    names, members = [], []
+) -> tuple[ModelConfig, list[str], list[Member]]:
+    """Every recipe of ``RECIPES`` (read from ``recipes/``, on top of ``params.yaml``) at each seed."""
+    names, members, models = [], [], set()
     for seed in seeds:
-        for name, objective, lr in (
-            ("higgins_beta4", ObjectiveConfig(kind="beta", beta=4.0), 1e-4),
-            (
-                "burgess_capacity",
-                ObjectiveConfig(
-                    kind="capacity", gamma=1000.0, capacity_max_nats=25.0, capacity_steps=100_000
-                ),
-                5e-4,
-            ),
-        ):
-            train = TrainConfig(
-                steps=steps,
-                batch_size=64,
-                learning_rate=lr,
-                seed=seed,
-                device=device,
-                log_every=log_every,
-                checkpoint_every=steps,
-                **train_settings,
+        for recipe, short_name in RECIPES.items():
+            settings = {"steps": steps, "seed": seed, "device": device, "log_every": log_every}
+            settings.update(checkpoint_every=steps, **train_settings)
+            params = recipe_params(
+                load_recipe(recipe), Path("."), {f"train.{k}": v for k, v in settings.items()}
             )
-            names.append(f"{name}_seed{seed}")
-            members.append(Member(objective, train))
-    return names, members
+            models.add(params.model)
+            names.append(f"{short_name}_seed{seed}")
+            members.append(Member(params.objective, params.train))
+    if len(models) != 1:
+        raise SystemExit(f"the recipes {list(RECIPES)} have different model sections: {models}")
+    return models.pop(), names, members
 
 
 def save_parts(payload: dict, out: Path, stem: str) -> list[str]:
@@ -118,7 +115,6 @@ def main() -> None:
     digest = hashlib.sha256(images.tobytes()).hexdigest()
     data = torch.from_numpy(images).to(args.device)
     settings = {"device": args.device, "log_every": args.log_every}
-    model = ModelConfig(architecture="conv")
     state = load_parts(args.resume, "recipes.ckpt") if args.resume else None
     report: dict = {
         "images_sha256": digest,
@@ -136,7 +132,9 @@ def main() -> None:
                 graphs = attempt
                 for candidate in ("vmap", "loop"):
                     try:
-                        _, probe = recipe_members(args.steps, args.seeds, **settings, cuda_graphs=graphs)
+                        model, _, probe = recipe_members(
+                            args.steps, args.seeds, **settings, cuda_graphs=graphs
+                        )
                         probe_trainer = EnsembleTrainer(model, probe, data, candidate)
                         rates[candidate] = steps_per_second(probe_trainer, args.probe_steps)
                         del probe_trainer
@@ -148,7 +146,7 @@ def main() -> None:
             mechanism = max(rates, key=rates.get)
             report["mechanism_probe_steps_per_s"] = rates
             report["probe_errors"] = errors
-    names, members = recipe_members(args.steps, args.seeds, **settings, cuda_graphs=graphs)
+    model, names, members = recipe_members(args.steps, args.seeds, **settings, cuda_graphs=graphs)
     trainer = EnsembleTrainer(model, members, data, mechanism)
     if state is not None:
         if state["images_sha256"] != digest or state["names"] != names:

@@ -1,36 +1,34 @@
-"""Does the capacity recipe's encoder survive its first steps? (RESULTS.md, issue #17)
+"""Does a recipe's encoder survive its first steps? (RESULTS.md, issues #17 and #26)
 
-    python benchmarks/probe_capacity.py --variant default --steps 2000    # ~2.5 min on 2 cores
+    python benchmarks/probe_capacity.py --recipe burgess-capacity --init kaiming --steps 2000
+    python benchmarks/probe_capacity.py --init pytorch              # params.yaml itself (β = 4)
+    python benchmarks/probe_capacity.py --recipe burgess-capacity --set objective.gamma=100
 
-Trains Burgess et al.'s recipe (γ = 1000, C → 25 nats over 100k steps, Adam 5e-4, batch 64,
-seed 0) as one ``Trainer`` on the rendered dataset, then reports the last curve row, the
-largest standard deviation of a latent's posterior mean over 2,000 images (0: the code is one
-constant vector) and, per encoder ReLU, the share of units active on at least one image.
-Variants: ``default`` (the recipe), ``kaiming`` (Kaiming-normal weights, zero biases),
-``gamma100`` (γ = 100), ``lr1e-4`` (Adam 1e-4).
+Trains ``recipes/NAME.yaml`` on top of ``params.yaml`` (or ``params.yaml`` alone) for
+``--steps`` steps as one ``Trainer`` on the rendered dataset (~2.5 min per 2,000 steps on 2
+cores), then prints one JSON line: the last curve row, the curve of ``largest_mean_sd`` (the
+largest sd across a batch of a latent's posterior mean; 0: one code for every image), the
+step the collapse detector first fired (bvae.collapse), and, over 2,000 images, the largest
+sd of a latent's mean and, per encoder ReLU, the share of units active on at least one
+image. ``--out DIR`` also writes a model file there, for ``bvae traverse --model``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
-from bvae.config import ModelConfig, ObjectiveConfig, TrainConfig
+from bvae import collapse
 from bvae.data import render
+from bvae.model_file import save_model_file
+from bvae.overrides import validate_overrides
+from bvae.recipes import load_recipe
 from bvae.training import Trainer
-
-VARIANTS = ("default", "kaiming", "gamma100", "lr1e-4")
-
-
-def kaiming_normal_(model: torch.nn.Module) -> None:
-    torch.manual_seed(0)
-    for module in model.modules():
-        if isinstance(module, torch.nn.Conv2d | torch.nn.ConvTranspose2d | torch.nn.Linear):
-            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-            torch.nn.init.zeros_(module.bias)
 
 
 def encoder_health(trainer: Trainer, images: np.ndarray) -> dict:
@@ -38,6 +36,7 @@ def encoder_health(trainer: Trainer, images: np.ndarray) -> dict:
     batch = torch.from_numpy(sample).float().unsqueeze(1).contiguous(memory_format=trainer.memory_format)
     alive = []
     with torch.no_grad():
+        trainer.model.eval()
         mean, _ = trainer.model.encode(batch)
         hidden = batch
         for layer in trainer.model.encoder:
@@ -48,37 +47,56 @@ def encoder_health(trainer: Trainer, images: np.ndarray) -> dict:
     return {"largest_sd_of_a_mean": round(float(mean.std(dim=0).max()), 4), "relu_units_ever_active": alive}
 
 
+def probe_params(recipe: str | None, init: str | None, steps: int, settings: list[str]):
+    """``params.yaml``, the recipe's keys, then the probe's (``--set`` values read as YAML)."""
+    overrides = load_recipe(recipe).overrides if recipe else {}
+    overrides = {**overrides, "train.steps": steps, **({"model.init": init} if init else {})}
+    for setting in settings:
+        key, _, value = setting.partition("=")
+        overrides[key] = yaml.safe_load(value)
+    return validate_overrides(Path("."), overrides)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", choices=VARIANTS, default="default")
+    parser.add_argument("--recipe", help="a recipes/NAME.yaml (default: params.yaml alone)")
+    parser.add_argument("--init", choices=["kaiming", "glorot", "pytorch"])
     parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings")
+    parser.add_argument("--out", type=Path, help="write model.pt and curves.json here")
     args = parser.parse_args()
+    params = probe_params(args.recipe, args.init, args.steps, args.settings)
     images = render.render_dataset(workers=2)
-    objective = ObjectiveConfig(
-        kind="capacity",
-        gamma=100.0 if args.variant == "gamma100" else 1000.0,
-        capacity_max_nats=25.0,
-        capacity_steps=100_000,
-    )
-    train = TrainConfig(
-        steps=args.steps,
-        batch_size=64,
-        learning_rate=1e-4 if args.variant == "lr1e-4" else 5e-4,
-        seed=0,
-        log_every=500,
-    )
-    trainer = Trainer(ModelConfig(), objective, train, images)
-    if args.variant == "kaiming":
-        kaiming_normal_(trainer.model)
+    trainer = Trainer(params.model, params.objective, params.train, images)
     trainer.train(show_progress=False)
     last = trainer.history[-1]
+    history = trainer.history
+    fired = [row["step"] for row in history if collapse.is_collapsed(row["kl"], row["largest_mean_sd"])]
     report = {
-        "variant": args.variant,
+        "recipe": args.recipe or "params.yaml",
+        "init": params.model.init,
+        "settings": args.settings,
         "step": last["step"],
         "reconstruction": round(last["reconstruction"], 1),
         "kl": round(last["kl"], 3),
+        "active_latents": sum(last[f"kl_z{k}"] > 0.1 for k in range(params.model.latent_dim)),
         **encoder_health(trainer, images),
+        "collapse_first_seen": fired[0] if fired else None,
+        "collapse_at_end": bool(fired) and fired[-1] == last["step"],
+        "largest_mean_sd_curve": [[row["step"], round(row["largest_mean_sd"], 4)] for row in trainer.history],
+        "kl_curve": [[row["step"], round(row["kl"], 4)] for row in trainer.history],
     }
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        save_model_file(
+            args.out / "model.pt",
+            config=trainer.config_dict(),
+            state_dict=trainer.model.to(memory_format=torch.contiguous_format).state_dict(),
+            step=trainer.step,
+            data_digest="procedural-render",
+            mlflow_run_id=None,
+        )
+        (args.out / "curves.json").write_text(json.dumps(trainer.history) + "\n")
     print(json.dumps(report))
 
 

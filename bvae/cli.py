@@ -150,6 +150,30 @@ def _cmd_verify_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_recipe(args: argparse.Namespace) -> int:
+    import shlex
+    import subprocess
+
+    from bvae.recipes import load_recipe, recipe_names, recipe_params
+
+    if args.action == "list":
+        for name in recipe_names():
+            recipe = load_recipe(name)
+            print(f"{name:<20} {recipe.pipeline:<16} {recipe.description}")
+        return 0
+    if args.name is None:
+        raise BadInput(f"`bvae recipe {args.action}` needs a recipe name; `bvae recipe list` lists them")
+    recipe = load_recipe(args.name)
+    recipe_params(recipe, args.params.parent)  # a recipe that makes bad params fails here, not in DVC
+    command = recipe.command(args.dvc_args)
+    if args.action == "show":
+        print(shlex.join(command))
+        return 0
+    print(f"bvae recipe: {shlex.join(command)}", file=sys.stderr, flush=True)
+    beside = Path(sys.executable).parent / "dvc"  # this environment's DVC, as the flows run it
+    return subprocess.run([str(beside) if beside.exists() else "dvc", *command[1:]]).returncode
+
+
 FORCE_HELP = (
     "replace --out even if it holds files bvae did not write (never the working directory, "
     "its parents, your home folder or /)"
@@ -274,6 +298,19 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("model", help="a pulled folder, model.pt, or models:/NAME@ALIAS")
     encode.add_argument("images", type=Path)
     encode.add_argument("--out", type=Path, default=Path("latents.npz"))
+
+    recipe = add(
+        "recipe",
+        _cmd_recipe,
+        "tool: the papers' recipes (recipes/*.yaml): list them, show or run one as a DVC experiment",
+    )
+    recipe.add_argument("action", choices=["list", "show", "run"])
+    recipe.add_argument("name", nargs="?", help="a recipe: recipes/NAME.yaml")
+    recipe.add_argument(
+        "dvc_args",
+        nargs=argparse.REMAINDER,
+        help="more `dvc exp run` arguments, after the recipe's (e.g. -S train.steps=2000, --queue)",
+    )
 
     verify = add("verify-data", _cmd_verify_data, "tool: check every shard against its manifest")
     verify.add_argument("--shards", type=Path, default=Path("data/shards"))

@@ -63,6 +63,9 @@ class ModelConfig:
     architecture: Literal["conv", "mlp"] = "conv"
     latent_dim: int = Field(10, ge=1, le=512)
     likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
+    # The initial weights are part of the method (bvae.models.initialise): kaiming is
+    # 1Konny/Beta-VAE's, glorot disentanglement_lib's, pytorch every bvae model before 2026-12.
+    init: Literal["kaiming", "glorot", "pytorch"] = "kaiming"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

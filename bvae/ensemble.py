@@ -44,7 +44,15 @@ from bvae.errors import InvalidSetting
 from bvae.models import BetaVAE, images_to_input, select_device
 from bvae.objectives import capacity_for, member_losses
 from bvae.progress import progress
-from bvae.training import TrainingDiverged, adam, curve_row, graphs_wanted, stream_seed, switch
+from bvae.training import (
+    STEP_FIGURES,
+    TrainingDiverged,
+    adam,
+    curve_row,
+    graphs_wanted,
+    stream_seed,
+    switch,
+)
 
 ENSEMBLE_CHECKPOINT_FORMAT = 1
 # How a step runs the members: vmap (one batched kernel per layer for all members: the GPU
@@ -244,7 +252,7 @@ class EnsembleTrainer:
         return values.pin_memory().to(self.device, non_blocking=True)
 
     def run_step(self) -> torch.Tensor:
-        """One step of every member; returns ``(K, 3 + latent_dim)``: loss, recon, KL, KL per
+        """One step of every member; returns ``(K, 4 + latent_dim)``: ``STEP_FIGURES``, KL per
         latent (under CUDA graphs a static tensor, overwritten by the next step)."""
         batches, noises = self.draw()
         terms = self.train_step(batches, noises, self._capacity_tensor())
@@ -263,7 +271,7 @@ class EnsembleTrainer:
         for model in self.models:
             model.train()
         latent_dim = self.model_config.latent_dim
-        window = torch.zeros(self.size, 3 + latent_dim, device=self.device)
+        window = torch.zeros(self.size, len(STEP_FIGURES) + latent_dim, device=self.device)
         window_steps, window_start = 0, time.perf_counter()
         bar = progress(
             total=config.steps,

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from bvae import collapse
+
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
     return (np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)
@@ -122,9 +124,13 @@ def read_curves(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def save_training_curves(path: str | os.PathLike, curves: dict[str, np.ndarray]) -> None:
-    """Loss and reconstruction, KL and capacity, and the KL of every latent over steps."""
+    """Loss and reconstruction, KL and capacity, the KL of every latent, and (curves written
+    since model.init) the largest sd of a latent's posterior mean, whose floor is collapse."""
     plt = _pyplot()
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4), dpi=100)
+    spread = curves.get("largest_mean_sd")
+    figure, axes = plt.subplots(
+        1, 3 if spread is None else 4, figsize=(15 if spread is None else 20, 4), dpi=100
+    )
     step = curves["step"]
     axes[0].plot(step, curves["loss"], label="loss")
     axes[0].plot(step, curves["reconstruction"], label="reconstruction")
@@ -136,6 +142,12 @@ def save_training_curves(path: str | os.PathLike, curves: dict[str, np.ndarray])
     for key in sorted((k for k in curves if k.startswith("kl_z")), key=lambda k: int(k[4:])):
         axes[2].plot(step, curves[key], label=key[3:])
     axes[2].set_title("KL per latent (nats)")
+    if spread is not None:
+        floor = collapse.MAX_MEAN_SD / 100  # a collapsed run's exact zeros, drawn at the bottom
+        axes[3].plot(step, np.maximum(spread, floor), label="largest sd of a latent's mean")
+        axes[3].axhline(collapse.MAX_MEAN_SD, color="red", linestyle="--", label="collapse below")
+        axes[3].set_yscale("log")
+        axes[3].set_title("Does the code depend on the image?")
     for axis in axes:
         axis.set_xlabel("step")
         axis.legend(fontsize=7)

@@ -4,6 +4,9 @@ A ``torch.save`` dict of tensors and plain data (``format``, ``config`` with the
 objective and train sections, ``state_dict``, ``step``, ``data_digest``, ``mlflow_run_id``),
 loaded with ``weights_only=True``: nothing in it can run code. Every way a file can fail to
 be one ends in a one-line :class:`ModelFileError` that says what the file is not.
+
+Formats: 2 records ``model.init`` (the initial weights, bvae.models.initialise); 1 predates
+it, and every format-1 model was initialised as ``pytorch``, which reading one says.
 """
 
 from __future__ import annotations
@@ -20,7 +23,11 @@ from bvae.errors import BadInput
 from bvae.fileio import atomic_path
 from bvae.models import BetaVAE, ModelConfig
 
-MODEL_FILE_FORMAT = 1
+MODEL_FILE_FORMAT = 2
+# Formats this version reads, each upgraded to the current one's meaning on load.
+READABLE_FORMATS = (1, 2)
+# Before format 2 there was no model.init: every model had PyTorch's default initialisation.
+FORMAT_1_INIT = "pytorch"
 
 
 class ModelFileError(BadInput, ValueError):
@@ -87,15 +94,18 @@ def read_model_file(path: str | os.PathLike) -> dict:
             f"{path} is not a bvae model file (found {found}; a model file holds format, "
             "config and state_dict). A training checkpoint is models/checkpoint.pt, not model.pt."
         )
-    if state["format"] != MODEL_FILE_FORMAT:
+    if state["format"] not in READABLE_FORMATS:
         raise ModelFileError(
-            f"{path} is model file format {state['format']!r}; this bvae reads format "
-            f"{MODEL_FILE_FORMAT}. Retrain it (`dvc repro train`) or use the bvae that wrote it."
+            f"{path} is model file format {state['format']!r}; this bvae reads formats "
+            f"{', '.join(map(str, READABLE_FORMATS))}. Retrain it (`dvc repro train`) or use the "
+            "bvae that wrote it."
         )
     config = state.get("config")
     sections = ("model", "objective")
     if not isinstance(config, dict) or not all(isinstance(config.get(key), dict) for key in sections):
         raise ModelFileError(f"{path} is not a bvae model file: its config lacks the model and objective")
+    if state["format"] == 1:
+        state["config"] = {**config, "model": {**config["model"], "init": FORMAT_1_INIT}}
     return state
 
 
@@ -121,8 +131,11 @@ def weights_digest(model: BetaVAE) -> str:
     """SHA-256 over the config and every tensor in name order: equal weights, equal digest.
 
     (The bytes of a ``torch.save`` file are not a stable identity across torch versions.)
+    ``model.init`` is left out: it says how training started, not what the weights compute, so
+    a model registered before it existed keeps its digest.
     """
-    digest = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
+    architecture = {key: value for key, value in model.config.to_dict().items() if key != "init"}
+    digest = hashlib.sha256(json.dumps(architecture, sort_keys=True).encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())

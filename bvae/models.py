@@ -8,6 +8,9 @@
   Variational Framework" (ICLR), Appendix A (dSprites): encoder FC 1200-1200 (ReLU), decoder
   FC 1200-1200-1200 (tanh).
 
+Initial weights (``model.init``, :func:`initialise`) are part of the method: with PyTorch's
+default layer init the capacity recipe's encoder dies in its first steps (RESULTS.md).
+
 Both decoders output logits; the likelihood (Bernoulli, or Gaussian as an option) lives in
 ``bvae.objectives``. ``forward`` is deterministic (decodes the posterior mean), which is what
 an exported model for encoding and inspection needs; training samples through
@@ -87,6 +90,37 @@ def _mlp_decoder(latent_dim: int) -> nn.Sequential:
     )
 
 
+# The layers an init touches: every one with weights (ReLU, Tanh, Flatten have none).
+_WEIGHTED_LAYERS = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+
+
+@torch.no_grad()
+def initialise(model: nn.Module, init: str) -> None:
+    """Re-initialise every weighted layer in place, in module order (so a seed fixes it):
+
+    - ``kaiming``: Kaiming-normal weights for ReLU, std √(2 / fan_in), zero biases (He et al.
+      2015; 1Konny/Beta-VAE's ``kaiming_init``). fan_in is as torch counts it: for a
+      ConvTranspose2d, out_channels · k², the fan of its backward convolution.
+    - ``glorot``: Glorot-uniform weights, bound √(6 / (fan_in + fan_out)), zero biases (Glorot
+      & Bengio 2010; TF's layer default, so disentanglement_lib's).
+    - ``pytorch``: left as built, PyTorch's defaults (Kaiming-uniform with a = √5, i.e. weight
+      variance 1/(3·fan_in), and biases of that size): every model bvae trained before
+      ``model.init`` existed. It shrinks the image-dependent part of the conv encoder's output
+      about 14× while the biases stay, which is what lets γ = 1000 kill the encoder.
+    """
+    if init == "pytorch":
+        return
+    for module in model.modules():
+        if isinstance(module, _WEIGHTED_LAYERS):
+            if init == "kaiming":
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            elif init == "glorot":
+                nn.init.xavier_uniform_(module.weight)
+            else:
+                raise InvalidSetting(f"model.init {init!r} is not one of kaiming, glorot, pytorch")
+            nn.init.zeros_(module.bias)
+
+
 class BetaVAE(nn.Module):
     """A VAE with a diagonal-Gaussian posterior; images are ``(n, 1, 64, 64)`` floats in [0, 1]."""
 
@@ -103,6 +137,7 @@ class BetaVAE(nn.Module):
                 _mlp_encoder(config.latent_dim),
                 _mlp_decoder(config.latent_dim),
             )
+        initialise(self, config.init)
 
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and log-variance, each ``(n, latent_dim)``."""

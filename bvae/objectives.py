@@ -32,6 +32,7 @@ class LossTerms:
     kl: torch.Tensor
     kl_per_latent: torch.Tensor  # (latent_dim,): which latents are active
     capacity: float | torch.Tensor
+    largest_mean_sd: torch.Tensor  # does the code depend on the image? (bvae.collapse)
 
 
 # Images are (..., n, 1, 64, 64) and latents (..., n, latent_dim): a batch, or one batch per
@@ -70,6 +71,12 @@ def kl_per_latent(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mean.pow(2) + logvar.exp() - logvar - 1.0).mean(dim=-2)
 
 
+def largest_mean_sd(mean: torch.Tensor) -> torch.Tensor:
+    """The largest, over latents, standard deviation across the batch of a latent's posterior
+    mean: 0 when the encoder gives every image the same code (posterior collapse)."""
+    return mean.std(dim=-2).amax(dim=-1)
+
+
 def capacity_at(step: int, capacity_max_nats: float, capacity_steps: int) -> float:
     """Burgess et al.'s linearly increasing capacity C (nats) at a training step."""
     return capacity_max_nats * min(step, capacity_steps) / capacity_steps
@@ -102,7 +109,7 @@ def compute_loss(
         loss = reconstruction + config.beta * kl
     else:
         loss = reconstruction + config.gamma * (kl - capacity).abs()
-    return LossTerms(loss, reconstruction, kl, per_latent, capacity)
+    return LossTerms(loss, reconstruction, kl, per_latent, capacity, largest_mean_sd(mean.detach().float()))
 
 
 def member_losses(
@@ -115,7 +122,7 @@ def member_losses(
     capacities: torch.Tensor,
 ) -> torch.Tensor:
     """:func:`compute_loss` for K ensemble members at once (leading dim K), as one tensor
-    ``(K, 3 + latent_dim)``: loss, reconstruction, KL, KL per latent.
+    ``(K, 4 + latent_dim)``: loss, reconstruction, KL, largest mean sd, KL per latent.
 
     ``weights`` ``(K, 4)`` holds each member's objective: (is capacity, β, γ, Gaussian std);
     ``capacities`` ``(K,)`` its C. One formula for all members keeps a step a few kernels
@@ -127,4 +134,5 @@ def member_losses(
     kl = per_latent.sum(dim=1)
     penalty = torch.where(is_capacity > 0, gamma * (kl - capacities).abs(), beta * kl)
     loss = reconstruction + penalty
-    return torch.cat([torch.stack([loss, reconstruction, kl], dim=1), per_latent], dim=1)
+    spread = largest_mean_sd(mean.detach())
+    return torch.cat([torch.stack([loss, reconstruction, kl, spread], dim=1), per_latent], dim=1)

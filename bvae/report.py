@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from bvae.report_keys import SCORE_NAMES
-from bvae.traversal import summary_line
+from bvae.traversal import COLLAPSED_NOTE, summary_line
 
 MIME = {".png": "image/png", ".gif": "image/gif"}
 
@@ -98,6 +98,22 @@ def _protocol(metrics: Mapping[str, object]) -> str:
     return verdict + _table(["protocol", ""], rows)
 
 
+def collapse_banner(inputs: ReportInputs) -> str:
+    """One plain warning when training, evaluation or the latent table found the code collapsed."""
+    found = [
+        where
+        for where, collapsed in (
+            ("training", inputs.train_summary.get("collapsed")),
+            ("evaluation", (inputs.metrics.get("protocol") or {}).get("collapsed")),
+            ("latent table", inputs.latents.get("collapsed")),
+        )
+        if collapsed
+    ]
+    if not found:
+        return ""
+    return f"<p class=warn><b>{_e(COLLAPSED_NOTE)}</b> (found by: {_e(', '.join(found))})</p>"
+
+
 def _latent_table(latents: Mapping[str, object]) -> str:
     table = latents.get("latents") or []
     if not table:
@@ -169,6 +185,7 @@ def render_html(inputs: ReportInputs) -> str:
         f"<title>{_e(inputs.title)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{_e(inputs.title)}</h1>",
         f"<p>data: {_e(inputs.data_source or 'unknown')}{link}</p>",
+        collapse_banner(inputs),
         "<h2>Training</h2>",
         _table(["figure", "value"], training),
         "<h2>Disentanglement metrics</h2>",

@@ -43,17 +43,16 @@ def switch(setting: str, default: bool) -> bool:
     return default if setting == "auto" else setting == "on"
 
 
+# The figures a step returns, in the order of a log window's columns; KL per latent follows.
+STEP_FIGURES = ("loss", "reconstruction", "kl", "largest_mean_sd")
+
+
 def curve_row(step: int, means: list[float], capacity: float, steps_per_second: float) -> dict[str, float]:
-    """One row of ``curves.csv`` from a log window's means (loss, recon, KL, KL per latent)."""
-    row = {
-        "step": step,
-        "loss": means[0],
-        "reconstruction": means[1],
-        "kl": means[2],
-        "capacity": capacity,
-        "steps_per_second": steps_per_second,
-    }
-    row.update({f"kl_z{k}": value for k, value in enumerate(means[3:])})
+    """One row of ``curves.csv`` from a log window's means (``STEP_FIGURES``, KL per latent)."""
+    figures = len(STEP_FIGURES)
+    row = {"step": step, **dict(zip(STEP_FIGURES, means[:figures], strict=True))}
+    row.update(capacity=capacity, steps_per_second=steps_per_second)
+    row.update({f"kl_z{k}": value for k, value in enumerate(means[figures:])})
     return row
 
 
@@ -188,7 +187,7 @@ class Trainer:
         config = self.train_config
         self.model.train()
         latent_dim = self.model_config.latent_dim
-        window = torch.zeros(3 + latent_dim, device=self.device)  # loss, recon, kl, kl_z*
+        window = torch.zeros(len(STEP_FIGURES) + latent_dim, device=self.device)
         window_steps, window_start = 0, time.perf_counter()
         bar = progress(
             total=config.steps, initial=self.step, desc="train", unit="step", disable=not show_progress
@@ -199,7 +198,9 @@ class Trainer:
                 # Accumulate on the device; one host sync per log keeps the GPU busy.
                 window += torch.cat(
                     [
-                        torch.stack([terms.loss, terms.reconstruction, terms.kl]).detach(),
+                        torch.stack(
+                            [terms.loss, terms.reconstruction, terms.kl, terms.largest_mean_sd]
+                        ).detach(),
                         terms.kl_per_latent.detach(),
                     ]
                 )

@@ -178,10 +178,21 @@ def summary_line(summary: dict[str, int]) -> str:
     )
 
 
-def latent_table_markdown(table: list[dict], entangled_share: float = ENTANGLED_SHARE) -> str:
-    """The latent table as Markdown: the summary line, then a row per latent."""
+COLLAPSED_NOTE = (
+    "Posterior collapse: every image gets the same code. The KL is paid by a constant "
+    "posterior, so no latent says anything about the image and every traversal shows one "
+    "picture; this model is not a representation (try model.init kaiming, or a smaller γ or β)."
+)
+
+
+def latent_table_markdown(
+    table: list[dict], entangled_share: float = ENTANGLED_SHARE, collapsed: bool = False
+) -> str:
+    """The latent table as Markdown: the summary line (after the collapse note, for a
+    collapsed model), then a row per latent."""
     names = list(table[0]["normalized_mi"]) if table else []
-    lines = [
+    lines = [f"**{COLLAPSED_NOTE}**", ""] if collapsed else []
+    lines += [
         summary_line(latent_summary(table)) + ".",
         "",
         f"A latent is *entangled* when its second factor's MI/H is at least {entangled_share:.0%} "

@@ -16,8 +16,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run as current_flow_run
 
+from bvae.overrides import validate_overrides
 from bvae.tracking import tracking_uri
-from flows.experiments import validate_overrides
 from flows.report import mlflow_ui_base, registration_sentence, retrain_markdown
 from flows.tasks import EXPERIMENT_LIMIT, ensure_limit, run_pipeline
 

@@ -33,9 +33,10 @@ from prefect.futures import wait
 
 from bvae import tracking
 from bvae.config import MEMBER_KEYS, ParamsError
+from bvae.overrides import validate_overrides
 from bvae.sweep import expand_grid
 from bvae.tracking import registry
-from flows.experiments import Experiment, validate_overrides
+from flows.experiments import Experiment
 from flows.report import comparison_rows, mlflow_ui_base, sweep_markdown
 from flows.retrain import experiment_name
 from flows.runners import RunnerChoice, choose_runner, task_runner

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from bvae.config import ParamsError
+from bvae.overrides import apply_overrides, hydra_value, override_args, validate_overrides
 from bvae.sweep import expand_grid
-from flows.experiments import _failure, apply_overrides, hydra_value, override_args, validate_overrides
+from flows.experiments import _failure
 from tests.helpers import REPO_ROOT
 
 
@@ -14,12 +15,14 @@ def test_overrides_use_dvcs_set_grammar():
     assert hydra_value(4) == "4" and hydra_value(0.0005) == "0.0005" and hydra_value(True) == "true"
     assert hydra_value("model.mean.mig.discrete_mig") == "'model.mean.mig.discrete_mig'"
     assert hydra_value("it's") == "'it\\'s'"
-    assert hydra_value(["mean", "sampled"]) == "['mean','sampled']"
+    # a plain word stays as typed, unless Hydra or YAML would read it as something else
+    assert hydra_value(["mean", "sampled"]) == "[mean,sampled]"
+    assert hydra_value("on") == "'on'" and hydra_value("null") == "'null'" and hydra_value("5e") == "'5e'"
     assert override_args({"objective.beta": 8, "evaluate.metrics": ["mig"]}) == [
         "-S",
         "objective.beta=8",
         "-S",
-        "evaluate.metrics=['mig']",
+        "evaluate.metrics=[mig]",
     ]
 
 
@@ -187,7 +190,7 @@ def test_a_sweep_grid_is_split_into_ensembles_by_what_members_cannot_vary():
 
 
 def test_a_mapping_override_replaces_the_mapping_in_params():
-    from flows.experiments import override_args
+    from bvae.overrides import override_args
 
     assert override_args({"sweep.grid": {"train.seed": [0, 1]}, "train.steps": 5}) == [
         "-S",

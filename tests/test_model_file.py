@@ -47,6 +47,20 @@ def test_a_saved_model_reads_back_with_the_same_weights(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary left beside it
 
 
+def test_a_format_1_file_still_loads_and_says_pytorch_init(tmp_path):
+    """Files written before model.init (format 1, no init key) load as what they were: models
+    with PyTorch's default initialisation, with the weights digest they were registered by."""
+    model = saved_model(tmp_path / "model.pt")
+    payload = torch.load(tmp_path / "model.pt", weights_only=True)
+    old_model_section = {key: value for key, value in payload["config"]["model"].items() if key != "init"}
+    old = payload | {"format": 1, "config": payload["config"] | {"model": old_model_section}}
+    torch.save(old, tmp_path / "old.pt")
+    state = read_model_file(tmp_path / "old.pt")
+    assert state["config"]["model"]["init"] == "pytorch"
+    loaded = load_model(tmp_path / "old.pt")
+    assert loaded.config.init == "pytorch" and weights_digest(loaded) == weights_digest(model)
+
+
 def not_model_files(tmp_path):
     saved_model(tmp_path / "good.pt")
     good = torch.load(tmp_path / "good.pt", weights_only=True)
@@ -56,7 +70,7 @@ def not_model_files(tmp_path):
         "pickle.pt": (Payload(), "pickled Python objects, which bvae never unpickles"),
         "list.pt": ([1, 2, 3], "found list"),
         "checkpoint.pt": ({"model": {}, "optimizer": {}, "step": 3}, "A training checkpoint is"),
-        "future.pt": (good | {"format": 99}, "format 99; this bvae reads format 1"),
+        "future.pt": (good | {"format": 99}, "format 99; this bvae reads formats 1, 2"),
         "no-config.pt": (good | {"config": {"train": {}}}, "config lacks the model and objective"),
         "wrong-weights.pt": (good | {"state_dict": {"x": torch.zeros(1)}}, "do not make a bvae model"),
     }

@@ -1,8 +1,58 @@
+import math
+
 import pytest
 import torch
 from torch import nn
 
+from bvae.model_file import weights_digest
 from bvae.models import BetaVAE, ModelConfig, select_device
+
+# weights_digest of BetaVAE(ModelConfig(architecture=...)) after torch.manual_seed(0), computed
+# with bvae before model.init existed (commit d8fe1fc): `pytorch` must stay exactly that.
+WEIGHTS_BEFORE_INIT_EXISTED = {
+    "conv": "28449b9ba07eb8578f876e28b2b01d27e96043a5d8f30dcf705cf9ea8532fb34",
+    "mlp": "8dbe8124345c9b832041c8bc9911480082065ecd3400537ce2c8cfbacf6346df",
+}
+
+
+@pytest.mark.parametrize("architecture", ["conv", "mlp"])
+def test_pytorch_init_is_every_earlier_models_start(architecture):
+    torch.manual_seed(0)
+    model = BetaVAE(ModelConfig(architecture=architecture, init="pytorch"))
+    assert weights_digest(model) == WEIGHTS_BEFORE_INIT_EXISTED[architecture]
+
+
+def fans(layer: nn.Module) -> tuple[int, int]:
+    """(fan_in, fan_out) as torch.nn.init counts them (dim 1 is fan_in, also for ConvTranspose2d)."""
+    receptive = layer.weight[0][0].numel()
+    return layer.weight.shape[1] * receptive, layer.weight.shape[0] * receptive
+
+
+@pytest.mark.parametrize("init", ["kaiming", "glorot"])
+@pytest.mark.parametrize("architecture", ["conv", "mlp"])
+def test_init_statistics_per_layer(architecture, init):
+    """Zero biases; weight sd within 10 % of the formula (√(2/fan_in) Kaiming-normal for ReLU;
+    √(2/(fan_in + fan_out)) for Glorot-uniform, bound √3 times that) on every weighted layer."""
+    torch.manual_seed(0)
+    model = BetaVAE(ModelConfig(architecture=architecture, init=init))
+    layers = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear)]
+    assert {type(m) for m in layers} >= ({nn.Conv2d, nn.ConvTranspose2d} if architecture == "conv" else set())
+    for layer in layers:
+        fan_in, fan_out = fans(layer)
+        expected = math.sqrt(2 / fan_in) if init == "kaiming" else math.sqrt(2 / (fan_in + fan_out))
+        assert torch.count_nonzero(layer.bias) == 0, layer
+        # every layer has at least 512 weights: their sd is within a few % of the formula's
+        assert abs(layer.weight.std().item() / expected - 1) < 0.1, (layer, layer.weight.std(), expected)
+        if init == "glorot":
+            assert layer.weight.abs().max() <= math.sqrt(3) * expected + 1e-6
+
+
+def test_the_same_seed_gives_the_same_initial_weights():
+    digests = []
+    for _ in range(2):
+        torch.manual_seed(5)
+        digests.append(weights_digest(BetaVAE(ModelConfig())))
+    assert digests[0] == digests[1]
 
 
 @pytest.mark.parametrize("architecture", ["conv", "mlp"])

@@ -133,7 +133,7 @@ def test_promotion_gate(trained, server, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
     model_uri = json.loads((repo / "models/mlflow_run.json").read_text())["model_uri"]
 
-    def version(digest: str, value: float, margin: float = 0.0):
+    def version(digest: str, value: float, margin: float = 0.0, tags: dict | None = None):
         """Another version from the same MLflow model, as if other weights had scored ``value``."""
         return registry.register(
             name="bvae-test",
@@ -143,7 +143,7 @@ def test_promotion_gate(trained, server, monkeypatch):
             selection_metric="model.mean.mig.discrete_mig",
             selection_value=value,
             margin=margin,
-            tags={},
+            tags=tags or {},
         )
 
     client = MlflowClient(server)
@@ -155,6 +155,12 @@ def test_promotion_gate(trained, server, monkeypatch):
     assert within_margin.created and not within_margin.promoted and within_margin.champion_version == "1"
     better = version("better-weights", 0.50, margin=0.1)
     assert better.promoted and better.champion_version == better.version
+    assert client.get_model_version_by_alias("bvae-test", "champion").version == better.version
+    # A collapsed model is never champion, by registration or by a later promotion, whatever it scores.
+    collapsed = version("collapsed-weights", 0.99, tags={registry.COLLAPSED_TAG: "true"})
+    assert collapsed.created and not collapsed.promoted and collapsed.champion_version == better.version
+    again = registry.promote("bvae-test", collapsed.version, margin=0.0)
+    assert not again.promoted and again.champion_version == better.version
     assert client.get_model_version_by_alias("bvae-test", "champion").version == better.version
 
 

@@ -90,3 +90,15 @@ def test_the_page_embeds_every_figure_and_fetches_nothing():
     assert "Not comparable with disentanglement_lib" in page and "sample_sizes fast" in page
     assert "1 active latents: 0 encode one factor, 1 entangled; 1 inactive" in page
     assert "<td>entangled: posX+posY</td>" in page and "<td class=n>300,000</td>" in page
+
+
+def test_a_collapsed_model_is_named_so_at_the_top():
+    inputs = dict(title="a run", params={}, metrics=METRICS, latents=LATENTS)
+    healthy = render_html(ReportInputs(train_summary={"collapsed": False}, **inputs))
+    assert "Posterior collapse" not in healthy
+    collapsed_metrics = METRICS | {"protocol": METRICS["protocol"] | {"collapsed": True}}
+    page = render_html(
+        ReportInputs(**(inputs | {"metrics": collapsed_metrics}), train_summary={"collapsed": True})
+    )
+    banner = page.index("Posterior collapse: every image gets the same code")
+    assert banner < page.index("<h2>Training</h2>") and "(found by: training, evaluation)" in page

@@ -145,6 +145,11 @@ def test_mlflow_run_contents(uninterrupted, train_repo):
     assert logged.data.metrics["final_active_latents"] == summary["active_latents"]
     assert logged.data.metrics["final_loss"] == pytest.approx(summary["loss"])
     assert summary["active_latents"] == sum(kl > 0.1 for kl in summary["kl_per_latent"])
+    # A healthy run: the init is recorded, and the detector's verdict is in the summary and a tag.
+    assert params["model.init"] == "kaiming"
+    assert summary["collapsed"] is False and summary["collapse_first_step"] is None
+    assert logged.data.tags["collapsed"] == "false"
+    assert client.get_metric_history(run_file["run_id"], "largest_mean_sd")
     manifest = uninterrupted["manifest"]
     (dataset_input,) = logged.inputs.dataset_inputs
     assert dataset_input.dataset.digest == manifest["digest"][:32]

@@ -76,6 +76,9 @@ def test_latent_table_finds_a_known_factor():
     markdown = traversal.latent_table_markdown(table)
     assert "| z1 | posX | posX | shape | " in markdown and "| 4.00 | 0.0002 |" in markdown
     assert markdown.startswith("1 active latents: 1 encode one factor, 0 entangled; 2 inactive.")
+    assert "collapse" not in markdown
+    collapsed = traversal.latent_table_markdown(table, collapsed=True)
+    assert collapsed.startswith("**Posterior collapse: every image gets the same code.")
 
 
 def test_a_latent_moving_the_sprite_diagonally_is_entangled_not_labelled_posx():

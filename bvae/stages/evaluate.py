@@ -4,7 +4,8 @@ Scores the trained model's mean and sampled representations and the baselines (g
 factors, PCA and ICA of the pixels, an untrained network of the same architecture) with every
 configured metric, plus reconstruction and KL (nats/image) on held-out images and the time
 each metric took, and ``protocol``: the sample sizes and estimators used and whether the
-figures are comparable with disentanglement_lib's (also MLflow tags ``eval.protocol.*``).
+figures are comparable with disentanglement_lib's, and ``collapsed``: whether the model's code
+is one constant for every held-out image (bvae.collapse); also MLflow tags ``eval.protocol.*``.
 Keys are dotted paths (``model.mean.factor_vae.eval_accuracy``), the same in
 ``dvc metrics show`` and in MLflow.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bvae import tracking
+from bvae import collapse, tracking
 from bvae.config import EvaluateConfig, Params
 from bvae.data.ground_truth import DSprites
 from bvae.data.shards import load_dataset
@@ -28,7 +29,7 @@ from bvae.metrics.sampling import factor_representation
 from bvae.metrics.suite import compute_all, metric_sizes, protocol
 from bvae.model_file import model_from_state, read_model_file
 from bvae.models import BetaVAE, images_to_input, select_device
-from bvae.objectives import kl_per_latent, reconstruction_nll
+from bvae.objectives import kl_per_latent, largest_mean_sd, reconstruction_nll
 from bvae.report_keys import headline_keys
 from bvae.representations import EncodedTable, pixel_baseline, torch_encoder
 from bvae.stages.shared_baselines import SharedBaselines
@@ -60,10 +61,11 @@ def heldout_figures(
     """
     generator = torch.Generator(device=device).manual_seed(seed)
     model = model.to(device).to(memory_format=torch.contiguous_format).eval()
-    reconstruction, kl, count = 0.0, 0.0, 0
+    reconstruction, kl, count, means = 0.0, 0.0, 0, []
     for start in range(0, len(images), batch_size):
         batch = images_to_input(torch.from_numpy(images[start : start + batch_size]).to(device))
         mean, logvar = model.encode(batch)
+        means.append(mean.float().cpu())
         logits = model.decode(BetaVAE.reparameterize(mean, logvar, generator))
         nll = reconstruction_nll(model.config.likelihood, logits, batch, gaussian_std)
         reconstruction += nll.item() * len(batch)
@@ -73,6 +75,8 @@ def heldout_figures(
         "reconstruction_nats": reconstruction / count,
         "kl_nats": kl / count,
         "negative_elbo_nats": (reconstruction + kl) / count,
+        # 0 when every image gets one code (posterior collapse: bvae.collapse)
+        "largest_mean_sd": float(largest_mean_sd(torch.cat(means).double())),
         "num_images": count,
     }
 
@@ -209,6 +213,21 @@ def run_evaluate(
     seconds["encoding"] = encode_seconds[0]
     report["seconds"] = seconds
     report["protocol"] = protocol(config.sample_sizes, config.dci_estimator)
+    if "heldout" in report:
+        heldout = report["heldout"]
+        collapsed = collapse.is_collapsed(heldout["kl_nats"], heldout["largest_mean_sd"])
+        report["protocol"]["collapsed"] = collapsed
+        if collapsed:
+            log.warning(
+                "posterior collapse: the model's code is the same for all %d held-out images "
+                "(largest sd of a latent's mean %.4f) while it pays %.2f nats of KL, so every score "
+                "below describes no representation; the register stage will not make it champion. "
+                "Try: %s.",
+                heldout["num_images"],
+                heldout["largest_mean_sd"],
+                heldout["kl_nats"],
+                collapse.WHAT_TO_TRY,
+            )
     if not report["protocol"]["comparable_to_dlib"]:
         log.warning(
             "these figures are not comparable with disentanglement_lib's or published ones: %s",

@@ -3,7 +3,9 @@
 Tagged with its lineage (git commit, params digest, data digest, run id), its objective and
 β/γ/C, and its headline metrics; ``candidate`` always, ``champion`` through the gate of
 ``registry.selection_metric`` and ``registry.margin`` (unless ``registry.promote`` is false, as
-in a sweep, which gates only its best point). Writes ``models/registered.json``.
+in a sweep, which gates only its best point). A model whose posterior collapsed
+(``reports/metrics.json``'s ``protocol.collapsed``) is never champion. Writes
+``models/registered.json``.
 A no-op ``dvc repro`` never reaches this code (DVC skips unchanged stages); rerunning it on
 the same weights finds the existing version instead of creating one.
 """
@@ -67,6 +69,7 @@ def model_tags(config: dict) -> dict[str, object]:
         "architecture": model["architecture"],
         "latent_dim": model["latent_dim"],
         "likelihood": model.get("likelihood", "bernoulli"),
+        "init": model.get("init", "pytorch"),  # a model file of format 1 predates model.init
         "train.steps": train["steps"],
         "train.batch_size": train["batch_size"],
         "train.learning_rate": train["learning_rate"],
@@ -85,7 +88,9 @@ def run_register(params: Params, paths: RegisterPaths = RegisterPaths()) -> regi
     model = model_from_state(state, paths.model)
     flat_report = tracking.flatten(report)
     objective = state["config"]["objective"]
+    collapsed = bool((report.get("protocol") or {}).get("collapsed", False))
     tags = {
+        registry.COLLAPSED_TAG: str(collapsed).lower(),  # never champion (registry._collapsed)
         "git_commit": tracking.git_commit(Path.cwd()) or "unknown",
         "params_digest": hashlib.sha256(
             json.dumps(params.model_dump(mode="json"), sort_keys=True).encode()
@@ -121,6 +126,7 @@ def run_register(params: Params, paths: RegisterPaths = RegisterPaths()) -> regi
             "selection_metric": config.selection_metric,
             "selection_value": result.selection_value,
             "promoted": result.promoted,
+            "collapsed": collapsed,
             "mlflow_run_id": run.run_id,
             "mlflow_experiment_id": run.experiment_id,
             "model_uri": run.model_uri,

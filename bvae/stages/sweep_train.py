@@ -14,6 +14,7 @@ import os
 import time
 
 from bvae import tracking
+from bvae.collapse import CollapseWatch
 from bvae.config import Params, ParamsError
 from bvae.data.shards import load_dataset
 from bvae.ensemble import EnsembleTrainer, Member
@@ -85,11 +86,13 @@ def run_sweep_train(
         list(state.get("logged_rows", [len(h) for h in trainer.histories])) if state else [0] * len(members)
     )
     curves = [CurveLog(run, rows) for run, rows in zip(runs, logged, strict=True)]
+    watches = [CollapseWatch(f"member {member.name}") for member in members]
     last_checkpoint: dict = dict(state) if state else {}  # a log-only rerun saves no new one
 
     def on_log(current: EnsembleTrainer) -> None:
-        for k, curve in enumerate(curves):
-            curve.catch_up(current.histories[k])
+        for curve, watch, history in zip(curves, watches, current.histories, strict=True):
+            curve.catch_up(history)
+            watch.catch_up(history)
 
     def on_checkpoint(current: EnsembleTrainer) -> None:
         payload = {

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from bvae import distributed, tracking
+from bvae.collapse import CollapseWatch, collapse_record
 from bvae.config import Params
 from bvae.data.shards import load_dataset
 from bvae.fileio import atomic_path, write_json
@@ -180,6 +181,14 @@ def _train_ranks(params: Params, paths: TrainPaths, trainer: Trainer, dataset, s
 
     curves = CurveLog(run, state.get("logged_rows", len(state["history"])) if state else 0)
     curves.catch_up(trainer.history)  # rows a lost server missed before the last checkpoint
+    watch = CollapseWatch()
+    watch.catch_up(trainer.history)
+
+    def on_log(row: dict[str, float]) -> None:
+        curves.catch_up(trainer.history)
+        if world.is_main:
+            watch.catch_up(trainer.history)
+
     last_checkpoint: dict = dict(state) if state else {}  # a log-only rerun saves no new one
 
     def on_checkpoint(current: Trainer) -> None:
@@ -198,7 +207,7 @@ def _train_ranks(params: Params, paths: TrainPaths, trainer: Trainer, dataset, s
     started = time.perf_counter()
     try:
         trainer.train(
-            on_log=lambda row: curves.catch_up(trainer.history),
+            on_log=on_log,
             on_checkpoint=on_checkpoint,
             show_progress=show_progress,
         )
@@ -263,6 +272,7 @@ def write_outputs(
         "steps_per_second": float(np.median(rates)),
         "train_seconds": seconds,
         "data_source": data_source,  # official or procedural: what the shards were made from
+        **collapse_record(trainer.history),  # collapsed: the code ignores the image (bvae.collapse)
     }
     write_json(paths.summary, summary)
     return summary
@@ -274,9 +284,14 @@ def log_finished_run(
     """Log the final figures, the model and the files to the run, and end it."""
     tracking.log_metrics(
         run,
-        {"final_" + key: value for key, value in summary.items() if isinstance(value, int | float)},
+        {
+            "final_" + key: value
+            for key, value in summary.items()
+            if isinstance(value, int | float) and not isinstance(value, bool)
+        },
         step=trainer.step,
     )
+    tracking.set_tags(run, {"collapsed": str(summary["collapsed"]).lower()})
     trainer.model.eval().cpu()  # exported for CPU; torch moves it where the consumer wants
     example = images[:2].astype(np.float32)[:, None]  # binary images: what the served model accepts
     model_uri, model_id = log_torch_model(
@@ -291,11 +306,12 @@ def log_finished_run(
     tracking.write_run_file(run, paths.run_file, model_uri=model_uri, model_id=model_id)
     tracking.end_run(run)
     log.info(
-        "done: loss %.1f, reconstruction %.1f, KL %.2f, %d active latents; MLflow run %s",
+        "done: loss %.1f, reconstruction %.1f, KL %.2f, %d active latents%s; MLflow run %s",
         summary["loss"],
         summary["reconstruction"],
         summary["kl"],
         summary["active_latents"],
+        " (COLLAPSED: the code ignores the image)" if summary["collapsed"] else "",
         run.run_id,
     )
 

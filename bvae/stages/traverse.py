@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bvae import figures, objectives, tracking, traversal
+from bvae import collapse, figures, objectives, tracking, traversal
 from bvae.config import Params, TraverseConfig
 from bvae.data import factors
 from bvae.data.ground_truth import DSprites
@@ -121,6 +121,9 @@ def render_reports(
     return {
         "latents": table,
         "summary": traversal.latent_summary(table),
+        # one code for every image while the KL is paid: posterior collapse (bvae.collapse)
+        "collapsed": collapse.codes_collapsed(float(kl_per_latent.sum()), latents_mean),
+        "largest_mean_sd": float(latents_mean.astype(np.float64).std(axis=0).max()),
         "entangled_share": config.entangled_share,
         "order": [f"z{k}" for k in order],
         "sample_images": int(len(sample)),
@@ -145,7 +148,9 @@ def run_traverse(
         report = render_reports(model, data, config, staging, paths.curves, device)
     write_json(paths.latents, report)
     with atomic_path(paths.latents_markdown) as temporary:
-        temporary.write_text(traversal.latent_table_markdown(report["latents"], config.entangled_share))
+        temporary.write_text(
+            traversal.latent_table_markdown(report["latents"], config.entangled_share, report["collapsed"])
+        )
     for row in report["latents"]:
         log.info(
             "%s: %s (KL %.2f, variance %.4f)",
@@ -155,6 +160,8 @@ def run_traverse(
             row["mean_posterior_variance"],
         )
     log.info("%s", traversal.summary_line(report["summary"]))
+    if report["collapsed"]:
+        log.warning("%s", traversal.COLLAPSED_NOTE)
     if paths.run_file.exists():
         run = tracking.read_run_file(paths.run_file)
         tracking.log_artifacts(run, paths.out_dir, "traversals")

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 CANDIDATE, CHAMPION = "candidate", "champion"
 ELIGIBLE_TAG = "champion_eligible"
+# A version tagged collapsed = true (its code ignores the image: bvae.collapse) is never champion.
+COLLAPSED_TAG = "collapsed"
 _REFERENCE = re.compile(r"^(?:models:/)?(?P<name>[^@/]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
@@ -111,6 +113,19 @@ def repair_champion(client, name: str) -> str | None:
     return str(best.version)
 
 
+def _collapsed(name: str, number: str, tags: Mapping[str, Any]) -> bool:
+    """A collapsed version stays a candidate, whatever its score; the one line says why."""
+    if str(tags.get(COLLAPSED_TAG, "false")).lower() != "true":
+        return False
+    log.warning(
+        "%s version %s is not made champion: its posterior collapsed (the code is the same for "
+        "every image, see its run's collapse warning), so its scores describe no representation",
+        name,
+        number,
+    )
+    return True
+
+
 def _gate(client, name: str, number: str, selection_value: float, margin: float) -> str | None:
     """The promotion gate: ``number`` becomes champion when it beats the champion by ``margin``."""
     current = _champion(client, name)
@@ -166,9 +181,11 @@ def register(
     if description:
         client.update_model_version(name, number, description=description)
     _set_alias(client, name, CANDIDATE, number)
-    champion = (
-        _gate(client, name, number, selection_value, margin) if promote else repair_champion(client, name)
-    )
+    gated = promote and not _collapsed(name, number, all_tags)
+    if gated:
+        champion = _gate(client, name, number, selection_value, margin)
+    else:
+        champion = repair_champion(client, name)
     log.info(
         "%s version %s (%s = %.4f) is %s; champion is version %s",
         name,
@@ -193,7 +210,10 @@ def promote(name: str, version: str | int, margin: float, uri: str | None = None
             f"{name} version {number} has no selection_value tag: it was not registered by bvae"
         )
     _set_alias(client, name, CANDIDATE, number)
-    champion = _gate(client, name, number, _value(found), margin)
+    if _collapsed(name, number, found.tags):
+        champion = repair_champion(client, name)
+    else:
+        champion = _gate(client, name, number, _value(found), margin)
     return Registration(name, number, False, champion == number, champion, _value(found))
 
 
@@ -260,6 +280,7 @@ def run_summary(run_id: str) -> dict[str, Any]:
 __all__ = [
     "CANDIDATE",
     "CHAMPION",
+    "COLLAPSED_TAG",
     "Registration",
     "RegistryError",
     "TrackingError",
