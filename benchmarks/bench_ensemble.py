@@ -10,7 +10,7 @@ GPU machine that lacks it). No MLflow, Prefect or DVC. For every architecture an
 
 - ``sequential``: K single runs (``bvae.training.Trainer``), one after another (K = 1 only
   once per setting: it is the same for every K);
-- ``ensemble``: one ``EnsembleTrainer`` of K members per mechanism (vmap | loop) and compile
+- ``ensemble``: one ``Trainer`` of K members per mechanism (vmap | loop) and compile
   setting.
 
 Each timing is the median of ``--repeats`` windows of ``--steps`` steps after ``--warmup``
@@ -33,8 +33,7 @@ import torch
 
 from bvae.config import ModelConfig, ObjectiveConfig, TrainConfig
 from bvae.data import render
-from bvae.ensemble import EnsembleTrainer, Member
-from bvae.training import Trainer
+from bvae.training import Member, Trainer
 
 BETAS = (1.0, 2.0, 4.0, 6.0, 8.0, 16.0)
 
@@ -125,8 +124,8 @@ def main() -> None:
             (single,) = members(1, args, total_steps, compile_setting, graphs)
             reset_memory(args.device)
             base = torch.cuda.memory_allocated() if args.device.startswith("cuda") else 0
-            trainer = Trainer(model, single.objective, single.train, data)
-            single_rate = timed_windows(trainer._run_batch, args)
+            trainer = Trainer(model, [single], data)
+            single_rate = timed_windows(trainer.run_step, args)
             single_memory = peak_memory_mib(args.device, base)
             del trainer
             for k in args.ks:
@@ -150,8 +149,11 @@ def main() -> None:
                     reset_memory(args.device)
                     base = torch.cuda.memory_allocated() if args.device.startswith("cuda") else 0
                     try:
-                        ensemble = EnsembleTrainer(
-                            model, members(k, args, total_steps, compile_setting, graphs), data, mechanism
+                        ensemble = Trainer(
+                            model,
+                            members(k, args, total_steps, compile_setting, graphs),
+                            data,
+                            mechanism=mechanism,
                         )
                         rate = timed_windows(ensemble.run_step, args)
                         del ensemble

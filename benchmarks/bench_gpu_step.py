@@ -23,7 +23,7 @@ import torch
 
 from bvae.config import ModelConfig, ObjectiveConfig, TrainConfig
 from bvae.data import render
-from bvae.training import Trainer
+from bvae.training import Member, Trainer
 
 # name: the train settings that differ from bvae's CUDA defaults (auto = compile and bf16 on)
 VARIANTS = {
@@ -42,18 +42,20 @@ VARIANTS = {
 
 def trainer_for(arch: str, batch: int, settings: dict, data: torch.Tensor, total: int) -> Trainer:
     train = TrainConfig(steps=total, batch_size=batch, learning_rate=1e-4, device="cuda", **settings)
-    return Trainer(ModelConfig(architecture=arch), ObjectiveConfig(kind="beta", beta=4.0), train, data)
+    return Trainer(
+        ModelConfig(architecture=arch), [Member(ObjectiveConfig(kind="beta", beta=4.0), train)], data
+    )
 
 
 def rate(trainer: Trainer, args) -> tuple[float, list[float]]:
     for _ in range(args.warmup):
-        trainer._run_batch()
+        trainer.run_step()
     rates = []
     for _ in range(args.repeats):
         torch.cuda.synchronize()
         start = time.perf_counter()
         for _ in range(args.steps):
-            trainer._run_batch()
+            trainer.run_step()
         torch.cuda.synchronize()
         rates.append(args.steps / (time.perf_counter() - start))
     return statistics.median(rates), rates
@@ -65,12 +67,12 @@ def profile(trainer: Trainer, steps: int) -> dict:
     from torch.profiler import profile as torch_profile
 
     for _ in range(20):
-        trainer._run_batch()
+        trainer.run_step()
     torch.cuda.synchronize()
     with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         start = time.perf_counter()
         for _ in range(steps):
-            trainer._run_batch()
+            trainer.run_step()
         torch.cuda.synchronize()
         wall = time.perf_counter() - start
     events = prof.key_averages()
@@ -99,8 +101,8 @@ def parity(arch: str, data: torch.Tensor, steps: int) -> dict:
     for graphs in ("off", "on"):
         settings = {"compile": "off", "bf16": "off", "cuda_graphs": graphs, "fused_adam": "on"}
         trainer = trainer_for(arch, 64, settings, data, steps)
-        losses = [float(trainer._run_batch().loss) for _ in range(steps)]
-        weights.append((torch.cat([p.detach().flatten() for p in trainer.model.parameters()]), losses))
+        losses = [float(trainer.run_step()[0, 0]) for _ in range(steps)]
+        weights.append((torch.cat([p.detach().flatten() for p in trainer.models[0].parameters()]), losses))
     (eager, eager_losses), (graphed, graphed_losses) = weights
     return {
         "arch": arch,

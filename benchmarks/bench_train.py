@@ -25,9 +25,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bvae.data import render
-from bvae.models import BetaVAE, ModelConfig, select_device
-from bvae.objectives import ObjectiveConfig, compute_loss
-from bvae.training import TrainConfig, Trainer
+from bvae.models import BetaVAE, ModelConfig
+from bvae.objectives import ObjectiveConfig, bernoulli_nll, kl_per_latent
+from bvae.runtime import select_device
+from bvae.training import Member, TrainConfig, Trainer
 
 
 class PerSampleDataset(Dataset):
@@ -56,9 +57,9 @@ def plain_loop(images, architecture, batch_size, steps, warmup, device) -> float
         batch = next(batches).to(device)
         mean, logvar = model.encode(batch)
         logits = model.decode(model.reparameterize(mean, logvar))
-        terms = compute_loss(objective, "bernoulli", logits, batch, mean, logvar)
+        loss = bernoulli_nll(logits, batch) + objective.beta * kl_per_latent(mean, logvar).sum()
         optimizer.zero_grad()
-        terms.loss.backward()
+        loss.backward()
         optimizer.step()
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -67,14 +68,14 @@ def plain_loop(images, architecture, batch_size, steps, warmup, device) -> float
 
 def bvae_loop(images, architecture, batch_size, steps, warmup, device) -> float:
     config = TrainConfig(steps=warmup + steps, batch_size=batch_size, log_every=10**9, device=str(device))
-    trainer = Trainer(ModelConfig(architecture=architecture), ObjectiveConfig(), config, images)
+    trainer = Trainer(ModelConfig(architecture=architecture), [Member(ObjectiveConfig(), config)], images)
     for _ in range(warmup):
-        trainer._run_batch()
+        trainer.run_step()
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(steps):
-        trainer._run_batch()
+        trainer.run_step()
     if device.type == "cuda":
         torch.cuda.synchronize()
     return steps / (time.perf_counter() - start)

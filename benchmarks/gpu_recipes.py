@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python benchmarks/gpu_recipes.py --out $OUT --budget-s 520 [--resume DIR]
 
-Trains, as one ``EnsembleTrainer`` on procedurally rendered dSprites (the pipeline's offline
+Trains, as one ``Trainer`` on procedurally rendered dSprites (the pipeline's offline
 data, bit-identical to ``data/shards`` here), for ``--steps`` steps, the recipes of
 ``recipes/`` (their one home) at seeds ``--seeds``:
 
@@ -31,8 +31,8 @@ import torch
 
 from bvae.config import ModelConfig
 from bvae.data import render
-from bvae.ensemble import EnsembleTrainer, Member
 from bvae.recipes import load_recipe, recipe_params
+from bvae.training import Member, Trainer
 
 PART_BYTES = 15 * 2**20
 LOG_EVERY = 1000
@@ -80,7 +80,7 @@ def load_parts(folder: Path, stem: str) -> dict:
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
-def steps_per_second(trainer: EnsembleTrainer, steps: int) -> float:
+def steps_per_second(trainer: Trainer, steps: int) -> float:
     for _ in range(20):
         trainer.run_step()
     synchronize = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
@@ -135,7 +135,7 @@ def main() -> None:
                         model, _, probe = recipe_members(
                             args.steps, args.seeds, **settings, cuda_graphs=graphs
                         )
-                        probe_trainer = EnsembleTrainer(model, probe, data, candidate)
+                        probe_trainer = Trainer(model, probe, data, mechanism=candidate)
                         rates[candidate] = steps_per_second(probe_trainer, args.probe_steps)
                         del probe_trainer
                     except Exception as error:  # noqa: BLE001 - say why, and fall back
@@ -147,14 +147,14 @@ def main() -> None:
             report["mechanism_probe_steps_per_s"] = rates
             report["probe_errors"] = errors
     model, names, members = recipe_members(args.steps, args.seeds, **settings, cuda_graphs=graphs)
-    trainer = EnsembleTrainer(model, members, data, mechanism)
+    trainer = Trainer(model, members, data, mechanism=mechanism)
     if state is not None:
         if state["images_sha256"] != digest or state["names"] != names:
             raise SystemExit("the checkpoint is of other images or members")
         trainer.load_state_dict(state["ensemble"])
     first_step, train_started = trainer.step, time.perf_counter()
     report.update(
-        {"names": names, "mechanism": mechanism, "cuda_graphs": graphs, "use_graphs": trainer.use_graphs}
+        {"names": names, "mechanism": mechanism, "cuda_graphs": graphs, "use_graphs": trainer.runtime.graphs}
     )
 
     def save() -> None:
@@ -192,7 +192,7 @@ def main() -> None:
         torch.save(models, args.out / "recipes_models.pt")
         (args.out / "recipes.json").write_text(json.dumps(report, indent=2) + "\n")
 
-    def on_log(current: EnsembleTrainer) -> None:
+    def on_log(current: Trainer) -> None:
         rows = {n: h[-1] for n, h in zip(names, current.histories, strict=True)}
         brief = {n: (round(r["reconstruction"], 1), round(r["kl"], 2)) for n, r in rows.items()}
         print(current.step, round(time.perf_counter() - started), json.dumps(brief), flush=True)

@@ -28,7 +28,7 @@ from bvae.data import render
 from bvae.model_file import save_model_file
 from bvae.overrides import validate_overrides
 from bvae.recipes import load_recipe
-from bvae.training import Trainer
+from bvae.training import Member, Trainer
 
 
 def encoder_health(trainer: Trainer, images: np.ndarray) -> dict:
@@ -36,10 +36,10 @@ def encoder_health(trainer: Trainer, images: np.ndarray) -> dict:
     batch = torch.from_numpy(sample).float().unsqueeze(1).contiguous(memory_format=trainer.memory_format)
     alive = []
     with torch.no_grad():
-        trainer.model.eval()
-        mean, _ = trainer.model.encode(batch)
+        trainer.models[0].eval()
+        mean, _ = trainer.models[0].encode(batch)
         hidden = batch
-        for layer in trainer.model.encoder:
+        for layer in trainer.models[0].encoder:
             hidden = layer(hidden)
             if isinstance(layer, torch.nn.ReLU):
                 units = hidden.transpose(0, 1).flatten(1) if hidden.dim() == 4 else hidden.T
@@ -67,10 +67,10 @@ def main() -> None:
     args = parser.parse_args()
     params = probe_params(args.recipe, args.init, args.steps, args.settings)
     images = render.render_dataset(workers=2)
-    trainer = Trainer(params.model, params.objective, params.train, images)
+    trainer = Trainer(params.model, [Member(params.objective, params.train)], images)
     trainer.train(show_progress=False)
-    last = trainer.history[-1]
-    history = trainer.history
+    last = trainer.histories[0][-1]
+    history = trainer.histories[0]
     fired = [row["step"] for row in history if collapse.is_collapsed(row["kl"], row["largest_mean_sd"])]
     report = {
         "recipe": args.recipe or "params.yaml",
@@ -83,20 +83,22 @@ def main() -> None:
         **encoder_health(trainer, images),
         "collapse_first_seen": fired[0] if fired else None,
         "collapse_at_end": bool(fired) and fired[-1] == last["step"],
-        "largest_mean_sd_curve": [[row["step"], round(row["largest_mean_sd"], 4)] for row in trainer.history],
-        "kl_curve": [[row["step"], round(row["kl"], 4)] for row in trainer.history],
+        "largest_mean_sd_curve": [
+            [row["step"], round(row["largest_mean_sd"], 4)] for row in trainer.histories[0]
+        ],
+        "kl_curve": [[row["step"], round(row["kl"], 4)] for row in trainer.histories[0]],
     }
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         save_model_file(
             args.out / "model.pt",
             config=trainer.config_dict(),
-            state_dict=trainer.model.to(memory_format=torch.contiguous_format).state_dict(),
+            state_dict=trainer.models[0].to(memory_format=torch.contiguous_format).state_dict(),
             step=trainer.step,
             data_digest="procedural-render",
             mlflow_run_id=None,
         )
-        (args.out / "curves.json").write_text(json.dumps(trainer.history) + "\n")
+        (args.out / "curves.json").write_text(json.dumps(trainer.histories[0]) + "\n")
     print(json.dumps(report))
 
 

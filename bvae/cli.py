@@ -93,7 +93,7 @@ def _cmd_register(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep_train(args: argparse.Namespace) -> int:
-    from bvae.stages.sweep_train import run_sweep_train
+    from bvae.stages.train import run_sweep_train
 
     run_sweep_train(_params(args), fresh=args.fresh, show_progress=not args.quiet)
     return 0

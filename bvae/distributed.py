@@ -44,23 +44,9 @@ def world_from_env(env: dict[str, str] | None = None) -> World:
     return World(int(env.get("RANK", "0")), int(env.get("LOCAL_RANK", "0")), size)
 
 
-def init(world: World, device: torch.device) -> None:
-    """Join the process group (once); the rendezvous comes from torchrun's environment."""
-    if world.distributed and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-
-
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
-
-
-def device_for(world: World, requested: torch.device) -> torch.device:
-    """One GPU per local rank; CPU ranks share the CPU."""
-    if requested.type == "cuda" and world.distributed:
-        torch.cuda.set_device(world.local_rank)
-        return torch.device("cuda", world.local_rank)
-    return requested
 
 
 def broadcast(obj: Any, world: World) -> Any:

@@ -170,27 +170,3 @@ class BetaVAE(nn.Module):
 def images_to_input(images: torch.Tensor) -> torch.Tensor:
     """dSprites pixels, uint8 ``(n, 64, 64)`` in {0, 1} → float ``(n, 1, 64, 64)``."""
     return images.float().unsqueeze(1)
-
-
-def select_device(requested: str = "auto", key: str = "train.device") -> torch.device:
-    """``auto``: CUDA, then Apple MPS, then CPU. ``key`` names the setting in errors."""
-    if requested != "auto":
-        try:
-            device = torch.device(requested)
-        except RuntimeError:
-            raise InvalidSetting(
-                f"{key} = {requested!r} is not a device: use auto, cpu, cuda, cuda:N or mps"
-            ) from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise InvalidSetting(f"{key} is {requested} but no CUDA GPU is visible; use auto or cpu")
-        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-            raise InvalidSetting(
-                f"{key} is {requested} but no CUDA GPU is visible at index {device.index} "
-                f"({torch.cuda.device_count()} visible); use auto, cuda or cpu"
-            )
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")

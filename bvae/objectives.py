@@ -22,17 +22,9 @@ import torch.nn.functional as F
 
 from bvae.config import ObjectiveConfig
 
-
-@dataclass(frozen=True)
-class LossTerms:
-    """One step's loss and the terms it is made of (nats per image)."""
-
-    loss: torch.Tensor
-    reconstruction: torch.Tensor
-    kl: torch.Tensor
-    kl_per_latent: torch.Tensor  # (latent_dim,): which latents are active
-    capacity: float | torch.Tensor
-    largest_mean_sd: torch.Tensor  # does the code depend on the image? (bvae.collapse)
+# The columns of :func:`objective_terms`, in order; KL per latent follows. One step's row of
+# these is what a log window averages and ``curves.csv`` holds.
+TERM_COLUMNS = ("loss", "reconstruction", "kl", "largest_mean_sd")
 
 
 # Images are (..., n, 1, 64, 64) and latents (..., n, latent_dim): a batch, or one batch per
@@ -89,50 +81,53 @@ def capacity_for(config: ObjectiveConfig, step: int) -> float:
     return capacity_at(step, config.capacity_max_nats, config.capacity_steps)
 
 
-def compute_loss(
-    config: ObjectiveConfig,
+@dataclass(frozen=True)
+class MemberObjectives:
+    """K members' objectives as tensors on the training device: one formula for all of them
+    keeps a step a few kernels however many members there are."""
+
+    is_capacity: torch.Tensor  # (K,) 1.0 for Burgess et al.'s objective, 0.0 for β
+    beta: torch.Tensor  # (K,)
+    gamma: torch.Tensor  # (K,)
+    # One number when the members share it (any K = 1 run): then the arithmetic is the
+    # plain float's, to the bit. Per member (K,) only when the grid varies it.
+    gaussian_std: float | torch.Tensor
+
+    @classmethod
+    def of(cls, objectives: list[ObjectiveConfig], device: torch.device | str = "cpu") -> MemberObjectives:
+        def column(values: list[float]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.float32, device=device)
+
+        stds = [o.gaussian_std for o in objectives]
+        return cls(
+            is_capacity=column([float(o.kind == "capacity") for o in objectives]),
+            beta=column([o.beta for o in objectives]),
+            gamma=column([o.gamma for o in objectives]),
+            gaussian_std=stds[0] if len(set(stds)) == 1 else column(stds),
+        )
+
+
+def objective_terms(
     likelihood: str,
     logits: torch.Tensor,
     images: torch.Tensor,
     mean: torch.Tensor,
     logvar: torch.Tensor,
-    capacity: float | torch.Tensor = 0.0,
-) -> LossTerms:
-    """The objective; ``images`` are float ``(n, 1, 64, 64)`` in [0, 1].
-
-    ``capacity`` is C for the capacity objective (see :func:`capacity_at`), ignored for β.
-    """
-    reconstruction = reconstruction_nll(likelihood, logits, images, config.gaussian_std)
-    per_latent = kl_per_latent(mean.float(), logvar.float())
-    kl = per_latent.sum()
-    if config.kind == "beta":
-        loss = reconstruction + config.beta * kl
-    else:
-        loss = reconstruction + config.gamma * (kl - capacity).abs()
-    return LossTerms(loss, reconstruction, kl, per_latent, capacity, largest_mean_sd(mean.detach().float()))
-
-
-def member_losses(
-    likelihood: str,
-    logits: torch.Tensor,
-    images: torch.Tensor,
-    mean: torch.Tensor,
-    logvar: torch.Tensor,
-    weights: torch.Tensor,
+    objectives: MemberObjectives,
     capacities: torch.Tensor,
 ) -> torch.Tensor:
-    """:func:`compute_loss` for K ensemble members at once (leading dim K), as one tensor
-    ``(K, 4 + latent_dim)``: loss, reconstruction, KL, largest mean sd, KL per latent.
+    """The objective of K members at once (leading dim K; a single run is K = 1), as one
+    tensor ``(K, 4 + latent_dim)``: :data:`TERM_COLUMNS`, then KL per latent.
 
-    ``weights`` ``(K, 4)`` holds each member's objective: (is capacity, β, γ, Gaussian std);
-    ``capacities`` ``(K,)`` its C. One formula for all members keeps a step a few kernels
-    however many members there are.
+    ``images`` are float ``(K, n, 1, 64, 64)`` in [0, 1]; ``capacities`` ``(K,)`` each
+    member's C (see :func:`capacity_at`), ignored for the β objective.
     """
-    is_capacity, beta, gamma, std = weights.unbind(dim=1)
-    reconstruction = reconstruction_nll(likelihood, logits, images, std)
+    reconstruction = reconstruction_nll(likelihood, logits, images, objectives.gaussian_std)
     per_latent = kl_per_latent(mean, logvar)  # (K, latent_dim)
     kl = per_latent.sum(dim=1)
-    penalty = torch.where(is_capacity > 0, gamma * (kl - capacities).abs(), beta * kl)
+    penalty = torch.where(
+        objectives.is_capacity > 0, objectives.gamma * (kl - capacities).abs(), objectives.beta * kl
+    )
     loss = reconstruction + penalty
     spread = largest_mean_sd(mean.detach())
     return torch.cat([torch.stack([loss, reconstruction, kl, spread], dim=1), per_latent], dim=1)

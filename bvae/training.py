@@ -1,9 +1,26 @@
-"""The training loop: i.i.d. batches gathered by index from an in-memory uint8 dataset.
+"""The trainer: K ≥ 1 β-VAEs of one architecture, one loop, one step for all of them.
 
-No Dataset, no DataLoader, no per-sample Python: the whole dataset (2.8 GiB of uint8) sits on
-the training device and each batch is one ``index_select``. Sampling is with replacement from
-a seeded ``torch.Generator`` whose state is checkpointed, so a resumed run draws exactly the
-batches and noise an uninterrupted one would (bit-identical weights on CPU).
+A single ``bvae train`` is an ensemble of one; a sweep trains its grid as one ensemble. The
+whole dataset (2.8 GiB of uint8) sits on the training device and each batch is one
+``index_select``: no Dataset, no DataLoader, no per-sample Python. Each member is the model a
+single run with its params trains:
+
+- its own module, built after ``torch.manual_seed(seed)`` (``model.init`` applied);
+- its own seeded ``torch.Generator``, drawn in one order (indices, then noise) and
+  checkpointed, so a resumed run sees exactly the batches and noise an uninterrupted one would;
+- its own row of one objective (:func:`bvae.objectives.objective_terms`); the members' losses
+  are summed, and as no weight is shared each gradient is the member's own;
+- its own Adam update with its learning rate (one ``torch.optim.Adam``, a parameter group per
+  rate: Adam is elementwise).
+
+How a step runs the members is the runtime's mechanism (:mod:`bvae.runtime`): ``single`` and
+``loop`` call each member's module (a single run's kernels: members are bit-identical to
+their single runs), ``vmap`` stacks the weights and runs one ``torch.func.vmap`` of
+``functional_call``, which sums the same products in another order (a grouped convolution),
+so a member equals its single run to rounding after a step (``tests/test_ensemble.py``).
+Under DDP (``single`` only) each rank draws ``batch_size / world.size`` images from its own
+stream and DDP averages the gradients. CUDA graphs, compile, bf16 and fused Adam apply to
+every mechanism through the same step.
 
 Tracking and files stay outside: :meth:`Trainer.train` reports through callbacks.
 """
@@ -11,46 +28,59 @@ Tracking and files stay outside: :meth:`Trainer.train` reports through callbacks
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
-import os
 import time
-from collections.abc import Callable
-from dataclasses import asdict
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from torch.func import functional_call, vmap
 
 from bvae import distributed
-from bvae.config import TrainConfig
+from bvae import runtime as runtimes
+from bvae.config import ModelConfig, ObjectiveConfig, TrainConfig
 from bvae.cuda_graph import GraphedStep
-from bvae.distributed import World
 from bvae.errors import BadInput, InvalidSetting
-from bvae.fileio import atomic_path
-from bvae.models import BetaVAE, ModelConfig, images_to_input, select_device
-from bvae.objectives import ObjectiveConfig, capacity_for, compute_loss
+from bvae.models import BetaVAE, images_to_input
+from bvae.objectives import TERM_COLUMNS, MemberObjectives, capacity_for, objective_terms
 from bvae.progress import progress
+from bvae.runtime import Runtime
 
-CHECKPOINT_FORMAT = 1
+# What every member of one trainer must share: tensor shapes, the loop, the runtime.
+SHARED_TRAIN_KEYS = (
+    "channels_last",
+    "steps",
+    "batch_size",
+    "log_every",
+    "checkpoint_every",
+    "device",
+    "compile",
+    "bf16",
+    "threads",
+    "cuda_graphs",
+    "fused_adam",
+    "nproc",
+)
 
 
 class TrainingDiverged(BadInput, RuntimeError):
     """The loss or the weights became NaN or infinite; the last checkpoint saved stays good."""
 
 
-def switch(setting: str, default: bool) -> bool:
-    """An ``auto | on | off`` setting: ``default`` decides ``auto``."""
-    return default if setting == "auto" else setting == "on"
+@dataclass(frozen=True)
+class Member:
+    """One model to train: what may differ between the members of one trainer."""
 
-
-# The figures a step returns, in the order of a log window's columns; KL per latent follows.
-STEP_FIGURES = ("loss", "reconstruction", "kl", "largest_mean_sd")
+    objective: ObjectiveConfig
+    train: TrainConfig
 
 
 def curve_row(step: int, means: list[float], capacity: float, steps_per_second: float) -> dict[str, float]:
-    """One row of ``curves.csv`` from a log window's means (``STEP_FIGURES``, KL per latent)."""
-    figures = len(STEP_FIGURES)
-    row = {"step": step, **dict(zip(STEP_FIGURES, means[:figures], strict=True))}
+    """One row of ``curves.csv`` from a log window's means (``TERM_COLUMNS``, KL per latent)."""
+    figures = len(TERM_COLUMNS)
+    row = {"step": step, **dict(zip(TERM_COLUMNS, means[:figures], strict=True))}
     row.update(capacity=capacity, steps_per_second=steps_per_second)
     row.update({f"kl_z{k}": value for k, value in enumerate(means[figures:])})
     return row
@@ -61,261 +91,333 @@ def stream_seed(seed: int, rank: int) -> int:
     return seed + 1 + 1_000_003 * rank
 
 
-class Trainer:
-    """Owns the model, the optimizer, the data tensor and the RNG; steps and checkpoints.
+def check_shared(members: Sequence[Member]) -> None:
+    """Members must agree on what fixes tensor shapes and the loop; else a clear error."""
+    if not members:
+        raise InvalidSetting("a trainer needs at least one member")
+    first = members[0].train
+    for number, member in enumerate(members[1:], start=1):
+        for key in SHARED_TRAIN_KEYS:
+            if getattr(member.train, key) != getattr(first, key):
+                raise InvalidSetting(
+                    f"ensemble member {number} has train.{key} = {getattr(member.train, key)!r} but "
+                    f"member 0 has {getattr(first, key)!r}: the members of one ensemble share it. "
+                    "Train the others in an ensemble of their own (the Prefect sweep flow groups them)."
+                )
 
-    Under DDP (``world.size`` > 1) each rank draws ``batch_size / world.size`` images from its
-    own seeded stream and DDP averages the gradients: one step on the global batch.
-    ``state_dict`` is then a collective (it gathers every rank's RNG state).
+
+def describe_member(member: Member) -> str:
+    """``beta=4, seed=0, lr=0.0005`` (or the capacity settings): for errors and logs."""
+    objective = member.objective
+    if objective.kind == "beta":
+        settings = f"beta={objective.beta:g}"
+    else:
+        settings = f"capacity gamma={objective.gamma:g} C_max={objective.capacity_max_nats:g}"
+    return f"{settings}, seed={member.train.seed}, lr={member.train.learning_rate:g}"
+
+
+def adam(parameters, train: TrainConfig, capturable: bool, fused: bool = False) -> torch.optim.Adam:
+    """Adam at ``train.learning_rate``, capturable for a CUDA graph; fused (one kernel) when the
+    runtime says so (``train.fused_adam`` auto: with graphs, the fastest step measured on an
+    H100; eagerly fused Adam was no faster: BENCHMARKS.md). ``parameters`` may be parameter
+    groups with rates of their own."""
+    return torch.optim.Adam(
+        parameters, lr=train.learning_rate, fused=True if fused else None, capturable=capturable
+    )
+
+
+class Trainer:
+    """The members' modules, one optimizer, their generators; one step for all of them.
+
+    Under DDP ``state_dict`` is a collective (it gathers every rank's RNG state).
     """
 
     def __init__(
         self,
         model_config: ModelConfig,
-        objective: ObjectiveConfig,
-        train: TrainConfig,
+        members: Sequence[Member],
         images: np.ndarray | torch.Tensor,
-        world: World | None = None,
+        runtime: Runtime | None = None,
+        *,
+        mechanism: str = "auto",
     ):
-        self.model_config, self.objective, self.train_config = model_config, objective, train
-        self.world = world = world or World()
-        if train.batch_size % world.size:
+        """``runtime``: decided by the caller (the stage decides it before loading data);
+        without one it is decided here from the members' ``train`` and ``mechanism``."""
+        check_shared(members)
+        self.model_config, self.members = model_config, list(members)
+        shared = self.members[0].train
+        self.runtime = runtime or runtimes.decide(shared, model_config, len(self.members), mechanism)
+        self.world, self.device = self.runtime.world, self.runtime.device
+        if shared.batch_size % self.world.size:
             raise InvalidSetting(
-                f"train.batch_size {train.batch_size} must be divisible by the {world.size} DDP "
-                "processes: change train.batch_size or the number of processes"
+                f"train.batch_size {shared.batch_size} must be divisible by the {self.world.size} "
+                "DDP processes: change train.batch_size or the number of processes"
             )
-        self.local_batch = train.batch_size // world.size
-        self.device = distributed.device_for(world, select_device(train.device))
-        distributed.init(world, self.device)
-        if self.device.type == "cpu" and train.threads:
-            torch.set_num_threads(train.threads)
-        torch.manual_seed(train.seed)  # the initial weights
-        self.model = BetaVAE(model_config).to(self.device)
-        self.memory_format = torch.contiguous_format
-        if switch(train.channels_last, model_config.architecture == "conv"):
-            self.memory_format = torch.channels_last
-            self.model = self.model.to(memory_format=torch.channels_last)
-        cuda = self.device.type == "cuda"
-        self.use_graphs = graphs_wanted(train, self.device, world.distributed)
-        self.optimizer = adam(self.model.parameters(), train, self.use_graphs)
-        data = torch.from_numpy(images) if isinstance(images, np.ndarray) else images
-        self.data = data.to(self.device)
-        self.generator = torch.Generator(device=self.device).manual_seed(stream_seed(train.seed, world.rank))
-        self.network = self.model  # what a step calls: DDP synchronises gradients in backward
-        if world.distributed:
+        self.local_batch = shared.batch_size // self.world.size
+        runtimes.start(self.runtime)
+        memory_format = self.runtime.memory_format
+        self.models: list[BetaVAE] = []
+        for member in self.members:
+            torch.manual_seed(member.train.seed)  # the initial weights
+            self.models.append(BetaVAE(model_config).to(self.device, memory_format=memory_format))
+        self.networks: list[torch.nn.Module] = list(self.models)  # what a step calls
+        if self.world.distributed:  # DDP synchronises gradients in backward
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.network = DistributedDataParallel(self.model, device_ids=ids)
+            self.networks = [DistributedDataParallel(self.models[0], device_ids=ids)]
+        self.optimizer = adam(self._parameter_groups(), shared, self.runtime.graphs, self.runtime.fused_adam)
+        self.names = [name for name, _ in self.models[0].named_parameters()]
+        self.base = copy.deepcopy(self.models[0]).to("meta")  # the architecture vmap calls
+        data = torch.from_numpy(images) if isinstance(images, np.ndarray) else images
+        self.data = data.to(self.device)
+        self.generators = [
+            torch.Generator(device=self.device).manual_seed(stream_seed(m.train.seed, self.world.rank))
+            for m in self.members
+        ]
+        self.objectives = MemberObjectives.of([m.objective for m in self.members], self.device)
         self.step = 0
         self.last_checkpoint_step = 0
-        self.history: list[dict[str, float]] = []
-        self.use_bf16 = switch(train.bf16, cuda and torch.cuda.is_bf16_supported())
+        self.histories: list[list[dict[str, float]]] = [[] for _ in self.members]
         self.forward_loss = self._forward_loss
-        if switch(train.compile, cuda):
+        if self.runtime.compile:
             self.forward_loss = torch.compile(self._forward_loss)
-        # C as a tensor filled in place: a compiled step does not recompile as C grows, and
-        # no host-to-device copy (a stream sync) per step.
-        self.capacity = torch.zeros((), device=self.device)
         self.train_step = self._new_train_step()
 
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+    @property
+    def mechanism(self) -> str:
+        return self.runtime.mechanism
+
+    def _parameter_groups(self) -> list[dict]:
+        """One group per learning rate: each member's update is its single run's, and a grid of
+        one rate is one multi-tensor update (a GPU does not launch K optimizers' kernels)."""
+        rates = list(dict.fromkeys(member.train.learning_rate for member in self.members))
+        return [
+            {
+                "params": [
+                    p
+                    for model, m in zip(self.models, self.members, strict=True)
+                    if m.train.learning_rate == rate
+                    for p in model.parameters()
+                ],
+                "lr": rate,
+            }
+            for rate in rates
+        ]
+
     # -- one step ---------------------------------------------------------------------------
-    def _forward_loss(self, batch: torch.Tensor, noise: torch.Tensor, capacity: torch.Tensor):
+    def stacked_parameters(self) -> dict[str, torch.Tensor]:
+        """``{name: (K, *shape)}``: a differentiable stack of every member's own weights."""
+        per_member = [dict(model.named_parameters()) for model in self.models]
+        return {name: torch.stack([params[name] for params in per_member]) for name in self.names}
+
+    def _member_forward(self, params, batch, noise):
+        return functional_call(self.base, params, (batch, noise))
+
+    def _forward_loss(self, params, batches, noises, capacities):
         autocast = (
             # No cast cache under a graph: the casts are replayed with the step.
-            torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=not self.use_graphs)
-            if self.use_bf16
+            torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=not self.runtime.graphs)
+            if self.runtime.bf16
             else contextlib.nullcontext()
         )
         with autocast:
-            mean, logvar, logits = self.network(batch, noise)
-        return compute_loss(
-            self.objective,
+            if params is None:  # single, loop: each member's own module, a single run's kernels
+                memory_format = self.runtime.memory_format
+                outputs = [
+                    network(batch.contiguous(memory_format=memory_format), noise)
+                    for network, batch, noise in zip(self.networks, batches, noises, strict=True)
+                ]
+                mean, logvar, logits = (torch.stack(parts) for parts in zip(*outputs, strict=True))
+            else:
+                mean, logvar, logits = vmap(self._member_forward)(params, batches, noises)
+        return objective_terms(
             self.model_config.likelihood,
             logits.float(),
-            batch,
+            batches,
             mean.float(),
             logvar.float(),
-            capacity,
+            self.objectives,
+            capacities,
         )
 
-    def capacity_nats(self) -> float:
-        """Burgess et al.'s capacity C at the current step (0 for the beta objective)."""
-        return capacity_for(self.objective, self.step)
+    def capacities(self) -> list[float]:
+        """Each member's capacity C at the current step (0 for the β objective)."""
+        return [capacity_for(m.objective, self.step) for m in self.members]
+
+    def _capacity_tensor(self) -> torch.Tensor:
+        """The members' C, the one way a step gets it: a tensor input, so a compiled or graphed
+        step neither recompiles nor is recaptured as C grows. On CUDA pinned and non-blocking:
+        a plain host-to-device copy would sync the stream each step."""
+        values = torch.tensor(self.capacities(), dtype=torch.float32)
+        if self.device.type != "cuda":
+            return values.to(self.device)
+        return values.pin_memory().to(self.device, non_blocking=True)
 
     def draw(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's next image indices and reparameterisation noise, from its own stream."""
-        size = self.local_batch
-        index = torch.randint(0, len(self.data), (size,), device=self.device, generator=self.generator)
-        noise = torch.randn(
-            (size, self.model_config.latent_dim), device=self.device, generator=self.generator
-        )
-        return index, noise
+        """Every member's next batch ``(K, B, 1, 64, 64)`` and noise ``(K, B, latent_dim)``,
+        each from its own stream (indices, then noise); ``B`` is this rank's share."""
+        size, latent_dim = self.local_batch, self.model_config.latent_dim
+        indices, noises = [], []
+        for generator in self.generators:
+            indices.append(torch.randint(0, len(self.data), (size,), device=self.device, generator=generator))
+            noises.append(torch.randn((size, latent_dim), device=self.device, generator=generator))
+        batches = images_to_input(self.data.index_select(0, torch.cat(indices)))
+        return batches.reshape(self.size, size, *batches.shape[1:]), torch.stack(noises)
 
-    def _step(self, batch: torch.Tensor, noise: torch.Tensor, capacity: torch.Tensor):
-        """Forward, backward, update: what a CUDA graph captures (``set_to_none`` lets the
-        capture allocate the gradients the replays write)."""
-        terms = self.forward_loss(batch, noise, capacity)
+    def _step(self, batches: torch.Tensor, noises: torch.Tensor, capacities: torch.Tensor) -> torch.Tensor:
+        """Forward, backward, update of every member: what a CUDA graph captures
+        (``set_to_none`` lets the capture allocate the gradients the replays write)."""
+        params = self.stacked_parameters() if self.mechanism == "vmap" else None
+        terms = self.forward_loss(params, batches, noises, capacities)
         self.optimizer.zero_grad(set_to_none=True)
-        terms.loss.backward()
+        terms[:, 0].sum().backward()  # no weight is shared: each member gets its own gradient
         self.optimizer.step()
-        return terms
+        return terms.detach()
 
     def _new_train_step(self) -> Callable:
-        if not self.use_graphs:
+        if not self.runtime.graphs:
             return self._step
-        return GraphedStep(self._step, list(self.model.parameters()), self.optimizer)
+        parameters = [p for model in self.models for p in model.parameters()]
+        return GraphedStep(self._step, parameters, self.optimizer)
 
-    def _run_batch(self):
-        """One step; under CUDA graphs the returned terms are overwritten by the next step."""
-        index, noise = self.draw()
-        batch = images_to_input(self.data.index_select(0, index))
-        batch = batch.contiguous(memory_format=self.memory_format)
-        self.capacity.fill_(self.capacity_nats())
-        terms = self.train_step(batch, noise, self.capacity)
+    def run_step(self) -> torch.Tensor:
+        """One step of every member; returns ``(K, 4 + latent_dim)``: ``TERM_COLUMNS``, KL per
+        latent (under CUDA graphs a static tensor, overwritten by the next step)."""
+        batches, noises = self.draw()
+        terms = self.train_step(batches, noises, self._capacity_tensor())
         self.step += 1
         return terms
 
     # -- the loop ---------------------------------------------------------------------------
     def train(
         self,
-        on_log: Callable[[dict[str, float]], None] | None = None,
+        on_log: Callable[[Trainer], None] | None = None,
         on_checkpoint: Callable[[Trainer], None] | None = None,
         show_progress: bool = True,
-    ) -> list[dict[str, float]]:
-        """Train from ``self.step`` to ``steps``; returns the curve rows (one per log)."""
-        config = self.train_config
-        self.model.train()
-        latent_dim = self.model_config.latent_dim
-        window = torch.zeros(len(STEP_FIGURES) + latent_dim, device=self.device)
+    ) -> list[list[dict[str, float]]]:
+        """Train every member from ``self.step`` to ``train.steps``; returns their curve rows."""
+        config = self.members[0].train
+        for model in self.models:
+            model.train()
+        columns = len(TERM_COLUMNS) + self.model_config.latent_dim
+        window = torch.zeros(self.size, columns, device=self.device)
         window_steps, window_start = 0, time.perf_counter()
+        description = "train" if self.size == 1 else f"train ×{self.size}"
         bar = progress(
-            total=config.steps, initial=self.step, desc="train", unit="step", disable=not show_progress
+            total=config.steps, initial=self.step, desc=description, unit="step", disable=not show_progress
         )
         with bar:
             while self.step < config.steps:
-                terms = self._run_batch()
-                # Accumulate on the device; one host sync per log keeps the GPU busy.
-                window += torch.cat(
-                    [
-                        torch.stack(
-                            [terms.loss, terms.reconstruction, terms.kl, terms.largest_mean_sd]
-                        ).detach(),
-                        terms.kl_per_latent.detach(),
-                    ]
-                )
+                window += self.run_step()  # on the device; one host sync per log
                 window_steps += 1
                 bar.update(1)
                 if self.step % config.log_every == 0 or self.step == config.steps:
                     means = distributed.mean_(window / window_steps, self.world).tolist()
-                    if not all(math.isfinite(value) for value in means):
-                        raise self._diverged(window_steps)
+                    bad = [k for k, values in enumerate(means) if not all(map(math.isfinite, values))]
+                    self._raise_if_diverged(bad, window_steps)
                     elapsed = time.perf_counter() - window_start
-                    row = curve_row(self.step, means, self.capacity_nats(), window_steps / elapsed)
-                    self.history.append(row)
-                    bar.set_postfix(
-                        loss=f"{row['loss']:.1f}",
-                        recon=f"{row['reconstruction']:.1f}",
-                        kl=f"{row['kl']:.2f}",
-                        it_s=f"{row['steps_per_second']:.0f}",
-                    )
+                    capacities = self.capacities()
+                    for k, values in enumerate(means):
+                        self.histories[k].append(
+                            curve_row(self.step, values, capacities[k], window_steps / elapsed)
+                        )
+                    bar.set_postfix(**self._postfix(window_steps / elapsed))
                     if on_log is not None:
-                        on_log(row)
+                        on_log(self)
                     window.zero_()
                     window_steps, window_start = 0, time.perf_counter()
                 if on_checkpoint is not None and (
                     self.step % config.checkpoint_every == 0 or self.step == config.steps
                 ):
                     # A checkpoint is only ever of finite weights: one host sync, this rarely.
-                    if not self._finite(window):
-                        raise self._diverged(max(window_steps, 1))
+                    self._raise_if_diverged(self._nonfinite_members(), max(window_steps, 1))
                     on_checkpoint(self)
                     self.last_checkpoint_step = self.step
-        return self.history
+        return self.histories
 
-    def _finite(self, window: torch.Tensor) -> bool:
-        finite = torch.isfinite(window).all()
-        for parameter in self.model.parameters():
-            finite &= torch.isfinite(parameter).all()
-        return bool(distributed.mean_(finite.float().reshape(1), self.world).item() == 1.0)
+    def _postfix(self, steps_per_second: float) -> dict[str, str]:
+        if self.size > 1:
+            return {"it_s": f"{steps_per_second:.1f}", "members": str(self.size)}
+        row = self.histories[0][-1]
+        return {
+            "loss": f"{row['loss']:.1f}",
+            "recon": f"{row['reconstruction']:.1f}",
+            "kl": f"{row['kl']:.2f}",
+            "it_s": f"{steps_per_second:.0f}",
+        }
 
-    def _diverged(self, window_steps: int) -> TrainingDiverged:
+    def _nonfinite_members(self) -> list[int]:
+        """Members with a NaN or infinite weight on any rank."""
+        finite = torch.stack(
+            [torch.stack([torch.isfinite(p).all() for p in m.parameters()]).all() for m in self.models]
+        ).float()
+        finite = distributed.mean_(finite, self.world)
+        return [k for k, share in enumerate(finite.tolist()) if share != 1.0]
+
+    def _raise_if_diverged(self, bad: list[int], window_steps: int) -> None:
+        """Name the members whose loss or weights are not finite; the last checkpoint is kept."""
+        if not bad:
+            return
+        described = "; ".join(
+            f"member {k} ({describe_member(self.members[k])})"
+            if self.size > 1
+            else f"({describe_member(self.members[k])})"
+            for k in bad
+        )
         checkpoint = (
             f"the last checkpoint (step {self.last_checkpoint_step}) holds finite weights and is kept"
             if self.last_checkpoint_step
             else "no checkpoint was written"
         )
-        return TrainingDiverged(
-            f"training diverged: the loss or the weights became NaN or infinite between steps "
-            f"{self.step - window_steps + 1} and {self.step}; {checkpoint}. Lower "
-            "train.learning_rate (or objective.beta / objective.gamma) and run again."
+        raise TrainingDiverged(
+            f"training diverged for {described}: the loss or the weights became NaN or infinite "
+            f"between steps {self.step - window_steps + 1} and {self.step}; {checkpoint}. Lower "
+            "train.learning_rate (or objective.beta / objective.gamma)"
+            + (" for that member, or take it out of the grid," if self.size > 1 else "")
+            + " and run again."
         )
 
-    # -- checkpoints ------------------------------------------------------------------------
-    def config_dict(self) -> dict:
+    # -- members and state ------------------------------------------------------------------
+    def member_config(self, k: int) -> dict:
+        """Member ``k``'s config as its model file holds it."""
+        member = self.members[k]
         return {
             "model": self.model_config.to_dict(),
-            "objective": asdict(self.objective),
-            "train": asdict(self.train_config),
+            "objective": asdict(member.objective),
+            "train": asdict(member.train),
             "world_size": self.world.size,  # a resume must split batches the same way
         }
 
+    def config_dicts(self) -> list[dict]:
+        return [self.member_config(k) for k in range(self.size)]
+
     def state_dict(self) -> dict:
-        """The resumable state; under DDP a collective that gathers every rank's RNG."""
-        rng = self.generator.get_state()
+        """The resumable state: the optimizer, and every member's weights, RNG (every rank's)
+        and curves. Under DDP a collective. :mod:`bvae.checkpoint` saves and checks it."""
         return {
-            "format": CHECKPOINT_FORMAT,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
             "step": self.step,
-            "rng": rng,
-            "rng_per_rank": distributed.gather(rng.cpu(), self.world),
-            "history": self.history,
-            "config": self.config_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "members": [
+                {
+                    "model": self.models[k].state_dict(),
+                    "rng_per_rank": distributed.gather(self.generators[k].get_state().cpu(), self.world),
+                    "history": self.histories[k],
+                    "config": self.member_config(k),
+                }
+                for k in range(self.size)
+            ],
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for k, member_state in enumerate(state["members"]):
+            self.models[k].load_state_dict(member_state["model"])
+            self.generators[k].set_state(member_state["rng_per_rank"][self.world.rank].cpu())
+            self.histories[k] = list(member_state["history"])
         self.step = self.last_checkpoint_step = int(state["step"])
-        per_rank = state.get("rng_per_rank") or [state["rng"]]
-        self.generator.set_state(per_rank[self.world.rank].cpu())  # CPU byte tensors
-        self.history = list(state["history"])
         self.train_step = self._new_train_step()  # a graph holds the replaced optimizer state
-
-
-def graphs_wanted(train: TrainConfig, device: torch.device, distributed: bool) -> bool:
-    """``train.cuda_graphs``: auto is on for one CUDA process; ``on`` elsewhere is an error."""
-    wanted = switch(train.cuda_graphs, device.type == "cuda" and not distributed)
-    if wanted and device.type != "cuda":
-        raise InvalidSetting(
-            f"train.cuda_graphs is on but training runs on {device.type}: CUDA graphs need a CUDA "
-            "GPU. Set train.cuda_graphs to auto or off."
-        )
-    if wanted and distributed:
-        raise InvalidSetting(
-            "train.cuda_graphs is on with train.nproc > 1: bvae does not graph DDP steps. "
-            "Set train.cuda_graphs to auto or off, or train.nproc to 1."
-        )
-    return wanted
-
-
-def adam(parameters, train: TrainConfig, capturable: bool) -> torch.optim.Adam:
-    """Adam at ``train.learning_rate``, capturable for a CUDA graph; ``train.fused_adam`` auto:
-    fused when graphed (the fastest step measured on an H100; eagerly, fused Adam was no
-    faster: BENCHMARKS.md). ``parameters`` may be parameter groups with rates of their own."""
-    fused = switch(train.fused_adam, capturable)
-    return torch.optim.Adam(
-        parameters, lr=train.learning_rate, fused=True if fused else None, capturable=capturable
-    )
-
-
-def save_atomic(payload: dict, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary sibling, then rename: a kill never leaves half a file."""
-    with atomic_path(path) as temporary:
-        torch.save(payload, temporary)
-
-
-def load_trusted(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint or model file with ``weights_only=True``: tensors and plain data only."""
-    return torch.load(Path(path), map_location=map_location, weights_only=True)

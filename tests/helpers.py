@@ -117,7 +117,7 @@ def kill_at_a_checkpoint(
     import signal
     import time
 
-    from bvae.training import load_trusted
+    from bvae.checkpoint import read_checkpoint as load_trusted
 
     process = subprocess.Popen(
         command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

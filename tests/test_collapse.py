@@ -16,8 +16,7 @@ import pytest
 from bvae import collapse
 from bvae.config import ModelConfig, ObjectiveConfig, TrainConfig
 from bvae.data import factors, render
-from bvae.ensemble import EnsembleTrainer, Member
-from bvae.training import Trainer
+from bvae.training import Member, Trainer
 
 MODEL = ModelConfig(init="pytorch")
 DYING = Member(
@@ -38,7 +37,7 @@ def images():
 
 @pytest.fixture(scope="module")
 def ensemble_histories(images):
-    trainer = EnsembleTrainer(MODEL, [DYING, HEALTHY], images, mechanism="loop")
+    trainer = Trainer(MODEL, [DYING, HEALTHY], images, mechanism="loop")
     return trainer.train(show_progress=False)
 
 
@@ -62,7 +61,7 @@ def test_the_ensemble_flags_the_collapsed_member_alone(ensemble_histories, caplo
 
 
 def test_a_single_run_is_flagged_as_its_ensemble_member(images, ensemble_histories):
-    single = Trainer(MODEL, DYING.objective, DYING.train, images).train(show_progress=False)
+    (single,) = Trainer(MODEL, [DYING], images).train(show_progress=False)
     assert collapse.collapse_record(single) == collapse.collapse_record(ensemble_histories[0])
     assert [row["largest_mean_sd"] for row in single] == [
         row["largest_mean_sd"] for row in ensemble_histories[0]

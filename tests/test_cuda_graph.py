@@ -7,10 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bvae.config import TrainConfig
+from bvae.config import ModelConfig, TrainConfig
 from bvae.cuda_graph import GraphedStep, restore_after
 from bvae.errors import InvalidSetting
-from bvae.training import adam, graphs_wanted
+from bvae.runtime import decide, graphs_wanted
+from bvae.training import adam
 
 
 def model_and_adam(seed: int = 0) -> tuple[torch.nn.Module, torch.optim.Adam]:
@@ -78,6 +79,8 @@ def test_graph_settings_fail_early_where_no_graph_can_run():
 def test_fused_adam_follows_its_setting():
     model, _ = model_and_adam()
     assert not adam(model.parameters(), TrainConfig(), capturable=False).defaults["fused"]
-    fused = adam(model.parameters(), TrainConfig(fused_adam="on"), capturable=False)
+    assert decide(TrainConfig(device="cpu", fused_adam="on"), ModelConfig()).fused_adam
+    assert not decide(TrainConfig(device="cpu"), ModelConfig()).fused_adam  # auto: with graphs
+    fused = adam(model.parameters(), TrainConfig(), capturable=False, fused=True)
     assert fused.defaults["fused"]
     train_step(model, fused, seed=0)  # torch's fused Adam also runs on a CPU

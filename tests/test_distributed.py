@@ -11,9 +11,10 @@ import pytest
 import torch
 import yaml
 
-from bvae.models import ModelConfig
+from bvae.checkpoint import read_checkpoint as load_trusted
+from bvae.models import ModelConfig, images_to_input
 from bvae.objectives import ObjectiveConfig
-from bvae.training import TrainConfig, Trainer, load_trusted, stream_seed
+from bvae.training import Member, TrainConfig, Trainer, stream_seed
 from tests.helpers import run
 
 STEPS, GLOBAL_BATCH, RANKS = 4, 16, 2
@@ -24,16 +25,17 @@ class GlobalBatchTrainer(Trainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        seed = self.train_config.seed
+        seed = self.members[0].train.seed
         self.streams = [torch.Generator().manual_seed(stream_seed(seed, rank)) for rank in range(RANKS)]
 
     def draw(self):
-        size, draws = self.train_config.batch_size // RANKS, []
+        size, draws = self.members[0].train.batch_size // RANKS, []
         for stream in self.streams:
             index = torch.randint(0, len(self.data), (size,), generator=stream)
             noise = torch.randn((size, self.model_config.latent_dim), generator=stream)
             draws.append((index, noise))
-        return torch.cat([d[0] for d in draws]), torch.cat([d[1] for d in draws])
+        batch = images_to_input(self.data.index_select(0, torch.cat([d[0] for d in draws])))
+        return batch.unsqueeze(0), torch.cat([d[1] for d in draws]).unsqueeze(0)
 
 
 def write_project(folder: Path, shards: Path, train: dict) -> dict[str, str]:
@@ -78,20 +80,21 @@ def test_ddp_two_gloo_processes_equal_one_process_on_the_global_batch(tmp_path, 
         "model.pt",
     ]
     checkpoint = load_trusted(tmp_path / "models/checkpoint.pt")
-    assert checkpoint["step"] == STEPS and len(checkpoint["rng_per_rank"]) == RANKS
-    assert checkpoint["config"]["world_size"] == RANKS
+    (member,) = checkpoint["members"]
+    assert checkpoint["step"] == STEPS and len(member["rng_per_rank"]) == RANKS
+    assert member["config"]["world_size"] == RANKS
 
     # The maths: DDP averages the ranks' gradients of their half-batch means, which is the
     # gradient of the mean over the whole batch. One process on that batch must agree.
     config = TrainConfig(steps=STEPS, batch_size=GLOBAL_BATCH, log_every=2, device="cpu", threads=1)
     images = load_dataset(small_shards).images
-    reference = GlobalBatchTrainer(ModelConfig(), ObjectiveConfig(), config, images)
+    reference = GlobalBatchTrainer(ModelConfig(), [Member(ObjectiveConfig(), config)], images)
     reference.train(show_progress=False)
-    other_batch = Trainer(ModelConfig(), ObjectiveConfig(), config, images)
+    other_batch = Trainer(ModelConfig(), [Member(ObjectiveConfig(), config)], images)
     other_batch.train(show_progress=False)
     ddp = load_trusted(tmp_path / "models/model.pt")["state_dict"]
-    same = reference.model.state_dict()
-    different = other_batch.model.state_dict()
+    same = reference.models[0].state_dict()
+    different = other_batch.models[0].state_dict()
     gap_same = max((ddp[k] - same[k]).abs().max().item() for k in ddp)
     gap_other = max((ddp[k] - different[k]).abs().max().item() for k in ddp)
     assert gap_same < 1e-5, gap_same

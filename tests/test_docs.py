@@ -1,6 +1,9 @@
-"""The README is a runnable tour: CI must run the very commands it shows."""
+"""The README is a runnable tour and docs/ its reference: CI runs the very set-up and test
+commands the README shows, and every `bvae` command the pages show exists."""
 
 import re
+
+import pytest
 
 from tests.helpers import REPO_ROOT
 
@@ -20,16 +23,22 @@ def test_ci_runs_the_readme_set_up_and_test_commands():
     assert set_up in ci.splitlines() and test in ci.splitlines()
 
 
-def test_every_readme_bvae_subcommand_exists():
+PAGES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
+def test_every_bvae_subcommand_a_page_shows_exists(page):
     from bvae.cli import build_parser
 
     known = set(build_parser()._subparsers._group_actions[0].choices)
-    used = {
-        line.split()[1]
-        for line in fenced_commands((REPO_ROOT / "README.md").read_text())
-        if line.startswith("bvae ")
-    }
-    assert used and used <= known, used - known
+    used = {line.split()[1] for line in fenced_commands(page.read_text()) if line.startswith("bvae ")}
+    assert used <= known, used - known
+
+
+def test_every_page_the_readme_links_exists():
+    links = re.findall(r"\]\(((?:docs/)?[A-Z\w-]+\.md)\)", (REPO_ROOT / "README.md").read_text())
+    assert {"docs/pipeline.md", "docs/testing.md"} <= set(links)
+    assert all((REPO_ROOT / link).exists() for link in links), links
 
 
 def test_the_readme_switches_telemetry_off_for_the_servers_it_starts():

@@ -16,9 +16,8 @@ import torch
 
 from bvae.config import ModelConfig, ObjectiveConfig, TrainConfig
 from bvae.data import factors, render
-from bvae.ensemble import EnsembleTrainer, Member
 from bvae.errors import InvalidSetting
-from bvae.training import Trainer
+from bvae.training import Member, Trainer
 
 STEPS = 200
 
@@ -67,7 +66,7 @@ def single_runs(images) -> list[Trainer]:
     """What three single `bvae train` runs of the members train (the train stage's Trainer)."""
     runs = []
     for member in MEMBERS:
-        single = Trainer(MODEL, member.objective, member.train, images)
+        single = Trainer(MODEL, [member], images)
         single.train(show_progress=False)
         runs.append(single)
     return runs
@@ -76,13 +75,13 @@ def single_runs(images) -> list[Trainer]:
 @pytest.mark.slow
 def test_loop_members_equal_single_runs_to_the_bit_after_200_steps(images, single_runs):
     """On a CPU (``auto``) each member runs a single run's kernels: nothing may differ."""
-    ensemble = EnsembleTrainer(MODEL, MEMBERS, images, mechanism="loop")
+    ensemble = Trainer(MODEL, MEMBERS, images, mechanism="loop")
     ensemble.train(show_progress=False)
     for k, single in enumerate(single_runs):
-        for name, tensor in single.model.state_dict().items():
+        for name, tensor in single.models[0].state_dict().items():
             assert torch.equal(ensemble.models[k].state_dict()[name], tensor), (k, name)
         untimed = [{**row, "steps_per_second": 0} for row in ensemble.histories[k]]
-        assert untimed == [{**row, "steps_per_second": 0} for row in single.history]
+        assert untimed == [{**row, "steps_per_second": 0} for row in single.histories[0]]
 
 
 @pytest.mark.slow
@@ -95,31 +94,31 @@ def test_vmap_members_match_single_runs_after_200_steps(images):
     model = ModelConfig(architecture="conv", init="pytorch")
     single_runs = []
     for member in MEMBERS:
-        single_runs.append(Trainer(model, member.objective, member.train, images))
+        single_runs.append(Trainer(model, [member], images))
         single_runs[-1].train(show_progress=False)
-    ensemble = EnsembleTrainer(model, MEMBERS, images, mechanism="vmap")
+    ensemble = Trainer(model, MEMBERS, images, mechanism="vmap")
     ensemble.train(show_progress=False)
     for k, single in enumerate(single_runs):
-        distance = relative_distance(ensemble.models[k].state_dict(), single.model.state_dict())
+        distance = relative_distance(ensemble.models[k].state_dict(), single.models[0].state_dict())
         assert distance < 1e-3, f"member {k} is {distance:.2e} from its single run"
-        for got, want in zip(ensemble.histories[k], single.history, strict=True):
+        for got, want in zip(ensemble.histories[k], single.histories[0], strict=True):
             assert got["step"] == want["step"] and got["capacity"] == want["capacity"]
             assert got["loss"] == pytest.approx(want["loss"], rel=1e-3)
             assert got["kl"] == pytest.approx(want["kl"], rel=1e-2, abs=1e-3)
     # The tolerance tells members apart: member 0 is far from the single run of member 1.
-    assert relative_distance(ensemble.models[0].state_dict(), single_runs[1].model.state_dict()) > 0.5
+    assert relative_distance(ensemble.models[0].state_dict(), single_runs[1].models[0].state_dict()) > 0.5
 
 
 def test_one_step_equals_a_single_runs_step_to_rounding(images):
     members = [
         Member(m.objective, train_config(m.train.seed, m.train.learning_rate, steps=1)) for m in MEMBERS
     ]
-    ensemble = EnsembleTrainer(MODEL, members, images, mechanism="vmap")
+    ensemble = Trainer(MODEL, members, images, mechanism="vmap")
     ensemble.train(show_progress=False)
     for k, member in enumerate(members):
-        single = Trainer(MODEL, member.objective, member.train, images)
+        single = Trainer(MODEL, [member], images)
         single.train(show_progress=False)
-        assert relative_distance(ensemble.models[k].state_dict(), single.model.state_dict()) < 1e-6
+        assert relative_distance(ensemble.models[k].state_dict(), single.models[0].state_dict()) < 1e-6
 
 
 @pytest.mark.parametrize("mechanism", ["loop", "vmap"])
@@ -128,11 +127,11 @@ def test_a_resumed_ensemble_equals_an_uninterrupted_one_exactly(images, mechanis
         Member(m.objective, train_config(m.train.seed, m.train.learning_rate, steps=20, every=5))
         for m in MEMBERS
     ]
-    uninterrupted = EnsembleTrainer(MODEL, members, images, mechanism)
+    uninterrupted = Trainer(MODEL, members, images, mechanism=mechanism)
     uninterrupted.train(show_progress=False)
 
     saved = {}
-    first = EnsembleTrainer(MODEL, members, images, mechanism)
+    first = Trainer(MODEL, members, images, mechanism=mechanism)
     # saved as the checkpoint file holds it: written at step 10, the tensors copied out
     first.train(
         on_checkpoint=lambda t: (
@@ -140,7 +139,7 @@ def test_a_resumed_ensemble_equals_an_uninterrupted_one_exactly(images, mechanis
         )
     )
     state = torch.load(saved["state"], weights_only=True)
-    resumed = EnsembleTrainer(MODEL, members, images, mechanism)
+    resumed = Trainer(MODEL, members, images, mechanism=mechanism)
     resumed.load_state_dict(state)
     assert resumed.step == 10
     resumed.train(show_progress=False)
@@ -165,13 +164,13 @@ def test_members_that_change_shapes_or_the_loop_are_refused(images):
         ObjectiveConfig(), train_config(1, 1e-4).__class__(**{**MEMBERS[0].train.__dict__, "batch_size": 16})
     )
     with pytest.raises(InvalidSetting, match="train.batch_size = 16 but member 0 has 8.*Prefect sweep flow"):
-        EnsembleTrainer(MODEL, [MEMBERS[0], other_batch], images)
+        Trainer(MODEL, [MEMBERS[0], other_batch], images)
 
 
 def test_a_diverging_member_is_named(images):
     calm = Member(ObjectiveConfig(kind="beta", beta=4.0), train_config(0, 1e-4, steps=10, every=5))
     wild = Member(ObjectiveConfig(kind="beta", beta=4.0), train_config(5, 0.9, steps=10, every=5))
-    ensemble = EnsembleTrainer(MODEL, [calm, wild], images)
+    ensemble = Trainer(MODEL, [calm, wild], images)
     with torch.no_grad():
         next(ensemble.models[1].parameters()).fill_(float("nan"))
     with pytest.raises(Exception, match=r"diverged for member 1 \(beta=4, seed=5, lr=0.9\)"):

@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from bvae.model_file import weights_digest
-from bvae.models import BetaVAE, ModelConfig, select_device
+from bvae.models import BetaVAE, ModelConfig
+from bvae.runtime import select_device
 
 # weights_digest of BetaVAE(ModelConfig(architecture=...)) after torch.manual_seed(0), computed
 # with bvae before model.init existed (commit d8fe1fc): `pytorch` must stay exactly that.

@@ -15,9 +15,9 @@ import os
 import pytest
 import torch
 
+from bvae.checkpoint import read_checkpoint as load_trusted
 from bvae.config import load_params
 from bvae.sweep import sweep_members
-from bvae.training import load_trusted
 from tests.helpers import commit_all, derived_project, kill_at_a_checkpoint, run
 
 pytestmark = pytest.mark.slow
@@ -53,16 +53,16 @@ def test_a_killed_sweep_resumes_every_member_to_the_uninterrupted_weights(swept,
     assert f"resuming 4 members from sweeps/checkpoint.pt at step {killed_at}" in output
 
     # Every member has the weights of an uninterrupted ensemble (to the bit: same operations).
-    from bvae.ensemble import EnsembleTrainer, Member
+    from bvae.training import Member, Trainer
 
     params = load_params(repo / "params.yaml")
     members = sweep_members(params)
     assert [m.name for m in members] == MEMBERS
-    reference = EnsembleTrainer(
+    reference = Trainer(
         params.model,
         [Member(m.params.objective, m.params.train) for m in members],
         full_dataset.images,
-        params.sweep.mechanism,
+        mechanism=params.sweep.mechanism,
     )
     reference.train(show_progress=False)
     for k, name in enumerate(MEMBERS):

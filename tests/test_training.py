@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from bvae.checkpoint import read_checkpoint as load_trusted
 from bvae.data import factors, render
 from bvae.models import ModelConfig
 from bvae.objectives import ObjectiveConfig
-from bvae.training import TrainConfig, Trainer, TrainingDiverged, load_trusted
+from bvae.training import Member, TrainConfig, Trainer, TrainingDiverged
 from tests.helpers import copy_repository, kill_at_a_checkpoint, run, set_params
 
 
@@ -25,9 +26,9 @@ def small_images():
 
 def test_a_tiny_run_learns(small_images):
     trainer = Trainer(
-        ModelConfig(), ObjectiveConfig(beta=1.0), TrainConfig(steps=100, log_every=25), small_images
+        ModelConfig(), [Member(ObjectiveConfig(beta=1.0), TrainConfig(steps=100, log_every=25))], small_images
     )
-    history = trainer.train(show_progress=False)
+    (history,) = trainer.train(show_progress=False)
     assert [row["step"] for row in history] == [25, 50, 75, 100]
     assert history[-1]["loss"] < 0.3 * history[0]["loss"]
     assert {f"kl_z{k}" for k in range(10)} <= set(history[-1])
@@ -37,50 +38,52 @@ def test_a_tiny_run_learns(small_images):
 def test_resume_equals_uninterrupted(small_images, architecture):
     model = ModelConfig(architecture=architecture)
     objective = ObjectiveConfig(kind="capacity", capacity_max_nats=5.0, capacity_steps=20, gamma=10.0)
-    straight = Trainer(model, objective, TrainConfig(steps=30, log_every=5), small_images)
+    straight = Trainer(model, [Member(objective, TrainConfig(steps=30, log_every=5))], small_images)
     straight.train(show_progress=False)
 
-    first_half = Trainer(model, objective, TrainConfig(steps=15, log_every=5), small_images)
+    first_half = Trainer(model, [Member(objective, TrainConfig(steps=15, log_every=5))], small_images)
     first_half.train(show_progress=False)
     saved = copy.deepcopy(first_half.state_dict())
-    resumed = Trainer(model, objective, TrainConfig(steps=30, log_every=5), small_images)
+    resumed = Trainer(model, [Member(objective, TrainConfig(steps=30, log_every=5))], small_images)
     resumed.load_state_dict(saved)
     resumed.train(show_progress=False)
-    for name, tensor in straight.model.state_dict().items():
-        assert torch.equal(tensor, resumed.model.state_dict()[name]), name
-    assert [r["loss"] for r in straight.history] == [r["loss"] for r in resumed.history]
-    assert straight.history[-1]["capacity"] == 5.0
+    for name, tensor in straight.models[0].state_dict().items():
+        assert torch.equal(tensor, resumed.models[0].state_dict()[name]), name
+    assert [r["loss"] for r in straight.histories[0]] == [r["loss"] for r in resumed.histories[0]]
+    assert straight.histories[0][-1]["capacity"] == 5.0
 
 
 def test_divergence_stops_training_and_only_finite_weights_are_checkpointed(small_images):
     """Weights that turn NaN at step 12 (as after an exploding step): training stops at the
     next log with one clear message, and every checkpoint written holds finite weights."""
     trainer = Trainer(
-        ModelConfig(), ObjectiveConfig(), TrainConfig(steps=40, log_every=5, checkpoint_every=5), small_images
+        ModelConfig(),
+        [Member(ObjectiveConfig(), TrainConfig(steps=40, log_every=5, checkpoint_every=5))],
+        small_images,
     )
-    step_once = trainer._run_batch
+    step_once = trainer.run_step
 
     def step_then_explode():
         terms = step_once()
         if trainer.step == 12:
             with torch.no_grad():
-                next(trainer.model.parameters()).fill_(float("nan"))
+                next(trainer.models[0].parameters()).fill_(float("nan"))
         return terms
 
-    trainer._run_batch = step_then_explode
+    trainer.run_step = step_then_explode
     saved = []
     with pytest.raises(TrainingDiverged, match=r"between steps 11 and 15; the last checkpoint \(step 10\)"):
         trainer.train(
             on_checkpoint=lambda t: saved.append(copy.deepcopy(t.state_dict())), show_progress=False
         )
     assert [state["step"] for state in saved] == [5, 10]
-    assert all(torch.isfinite(w).all() for state in saved for w in state["model"].values())
-    assert [row["step"] for row in trainer.history] == [5, 10]  # no NaN row reaches the curves
+    assert all(torch.isfinite(w).all() for state in saved for w in state["members"][0]["model"].values())
+    assert [row["step"] for row in trainer.histories[0]] == [5, 10]  # no NaN row reaches the curves
 
 
 def test_a_loss_that_overflows_float32_stops_at_the_first_log(small_images):
     objective = ObjectiveConfig(kind="capacity", gamma=1e300)  # finite in params, inf in float32
-    trainer = Trainer(ModelConfig(), objective, TrainConfig(steps=20, log_every=5), small_images)
+    trainer = Trainer(ModelConfig(), [Member(objective, TrainConfig(steps=20, log_every=5))], small_images)
     with pytest.raises(TrainingDiverged, match="between steps 1 and 5; no checkpoint was written"):
         trainer.train(show_progress=False)
 

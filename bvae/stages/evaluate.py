@@ -28,10 +28,11 @@ from bvae.fileio import write_json
 from bvae.metrics.sampling import factor_representation
 from bvae.metrics.suite import compute_all, metric_sizes, protocol
 from bvae.model_file import model_from_state, read_model_file
-from bvae.models import BetaVAE, images_to_input, select_device
+from bvae.models import BetaVAE, images_to_input
 from bvae.objectives import kl_per_latent, largest_mean_sd, reconstruction_nll
 from bvae.report_keys import headline_keys
 from bvae.representations import EncodedTable, pixel_baseline, torch_encoder
+from bvae.runtime import select_device
 from bvae.stages.shared_baselines import SharedBaselines
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import logging
 from bvae.config import Params
 from bvae.data.ground_truth import DSprites
 from bvae.data.shards import load_dataset
-from bvae.models import select_device
+from bvae.runtime import select_device
 from bvae.stages.evaluate import score_baselines
 from bvae.stages.shared_baselines import write_shared_baselines
 from bvae.stages.sweep_files import SweepPaths

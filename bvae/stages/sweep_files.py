@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bvae.errors import MissingInput
+from bvae.stages.run_files import TrainFiles
 
 SWEEP_FILE = "sweep.json"  # in sweeps/train/: the members, their points and MLflow runs
 PARENT_RUN_FILE = "mlflow_run.json"  # in sweeps/train/: the sweep's parent MLflow run
@@ -26,24 +27,9 @@ class SweepPaths:
     registered: Path = Path("sweeps/registered.json")
 
 
-@dataclass(frozen=True)
-class MemberFiles:
-    """A member's training files: a single run's ``models/`` and ``reports/train/`` files."""
-
-    model: Path
-    run_file: Path
-    curves: Path
-    summary: Path
-
-
-def member_train_paths(train_folder: Path, name: str) -> MemberFiles:
-    folder = train_folder / name
-    return MemberFiles(
-        model=folder / "model.pt",
-        run_file=folder / "mlflow_run.json",
-        curves=folder / "curves.csv",
-        summary=folder / "summary.json",
-    )
+def member_train_paths(train_folder: Path, name: str) -> TrainFiles:
+    """A member's training files: a single run's, in ``<train_folder>/<name>/``."""
+    return TrainFiles.in_folder(Path(train_folder) / name)
 
 
 def read_sweep(paths: SweepPaths) -> dict:

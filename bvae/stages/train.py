@@ -1,38 +1,48 @@
-"""Stage ``train``: ``models/model.pt``, training curves, and an MLflow run.
+"""Training stages: ``train`` (one model) and ``sweep-train`` (a grid), one code path.
 
-Checkpoints go to ``models/checkpoint.pt`` every ``train.checkpoint_every`` steps (atomically).
-Rerunning after a kill resumes from it, and reopens the same MLflow run, provided the
-checkpoint was made with the same model/objective/train params and the same data; otherwise
+:class:`TrackedTraining` is what both stages run: one :class:`~bvae.training.Trainer` of
+K ≥ 1 members, one checkpoint, one MLflow run per member (under a parent run for a sweep),
+the collapse watch, and each member's files written as a single run's.
+
+Checkpoints go to the stage's checkpoint file every ``train.checkpoint_every`` steps
+(atomically; :mod:`bvae.checkpoint`). Rerunning after a kill resumes from it, and reopens the
+same MLflow runs, provided it was made with the same params and the same data; otherwise
 training starts afresh.
 
 Training never depends on the tracking server to keep its result. If the server stops
 answering, training goes on; the curve rows wait in the checkpoint (``logged_rows`` says how
-many MLflow has), the model and reports are written, the run is marked FAILED if the server
-can still hear it, and the stage exits 75 (retry later). The rerun finds the finished
-checkpoint with ``model_logged`` false and logs the rest without training again.
+many MLflow has), the models and reports are written, the runs are marked FAILED if the
+server can still hear them, and the stage exits 75 (retry later). The rerun finds the
+finished checkpoint with ``model_logged`` false and logs the rest without training again.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from bvae import distributed, tracking
+from bvae import runtime as runtimes
+from bvae.checkpoint import remove_checkpoint, resumable_state, save_checkpoint
 from bvae.collapse import CollapseWatch, collapse_record
 from bvae.config import Params
 from bvae.data.shards import load_dataset
 from bvae.fileio import atomic_path, write_json
 from bvae.model_file import save_model_file
-from bvae.models import select_device
+from bvae.runtime import Runtime
+from bvae.stages.run_files import TrainFiles
+from bvae.stages.sweep_files import PARENT_RUN_FILE, SWEEP_FILE, SweepPaths, member_train_paths
+from bvae.sweep import sweep_members
 from bvae.tracking.flavour import log_torch_model
-from bvae.training import Trainer, graphs_wanted, load_trusted, save_atomic
+from bvae.training import Member, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +53,29 @@ ACTIVE_KL_NATS = 0.1
 @dataclass(frozen=True)
 class TrainPaths:
     shards: Path = Path("data/shards")
-    model: Path = Path("models/model.pt")
     checkpoint: Path = Path("models/checkpoint.pt")
-    run_file: Path = tracking.RUN_FILE
-    curves: Path = Path("reports/train/curves.csv")
-    summary: Path = Path("reports/train/summary.json")
+    files: TrainFiles = TrainFiles()
+
+
+@dataclass(frozen=True)
+class MemberRun:
+    """One model a training stage trains, and the MLflow run it gets."""
+
+    params: Params
+    name: str | None = None  # a sweep member's name (its MLflow run name); None: a single run
+    tags: dict[str, str] = field(default_factory=dict)
+    # Known before training (a single run's): the run file is written as the run starts and
+    # the curves at every checkpoint. A sweep member's files appear only at the end.
+    files: TrainFiles | None = None
+
+
+@dataclass(frozen=True)
+class ParentRun:
+    """A sweep's parent MLflow run."""
+
+    params: dict
+    tags: dict[str, str]
+    name: str
 
 
 def write_curves(rows: list[dict[str, float]], path: Path) -> None:
@@ -58,30 +86,6 @@ def write_curves(rows: list[dict[str, float]], path: Path) -> None:
         writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-
-
-def resumable_state(checkpoint: Path, config: dict, data_digest: str, steps: int) -> dict | None:
-    """The checkpoint's state if training with ``config`` on ``data_digest`` should resume from
-    it (or only log a finished run MLflow has not got yet); ``None`` to train afresh."""
-    if not checkpoint.exists():
-        return None
-    try:
-        state = load_trusted(checkpoint)
-    except Exception as error:  # noqa: BLE001 - an unreadable checkpoint is just not resumed
-        log.warning("ignoring unreadable checkpoint %s (%s)", checkpoint, error)
-        return None
-    if state.get("config") != config or state.get("data_digest") != data_digest:
-        log.info("checkpoint %s is from other params or data; training from scratch", checkpoint)
-        return None
-    if state["step"] >= steps:
-        if state.get("model_logged") is False:
-            log.info("checkpoint %s is of a finished run not yet logged to MLflow: logging it", checkpoint)
-            return state
-        # A finished, logged run is not resumed: DVC reruns this stage because something
-        # changed (code, for instance), so train afresh.
-        log.info("checkpoint %s is of a finished run; training from scratch", checkpoint)
-        return None
-    return state
 
 
 class CurveLog:
@@ -112,211 +116,349 @@ def end_run_if_possible(run: tracking.RunHandle, status: str) -> None:
         log.warning("could not mark MLflow run %s %s (%s)", run.run_id, status, error)
 
 
+class TrackedTraining:
+    """Train K members (or resume them) with a checkpoint and MLflow runs; write and log each
+    member's files. A context manager: leaving it by an error marks the runs FAILED (KILLED for
+    Ctrl-C or a termination signal); leaving it normally records that the models are logged.
+
+    Under ``torchrun`` (one member) every rank trains; rank 0 alone decides the resume, logs
+    to MLflow and writes the checkpoint and the outputs.
+    """
+
+    def __init__(
+        self,
+        params: Params,
+        members: list[MemberRun],
+        runtime: Runtime,
+        dataset,
+        checkpoint: Path,
+        shards: Path,
+        parent: ParentRun | None = None,
+        show_progress: bool = True,
+    ):
+        self.members, self.checkpoint, self.dataset = members, checkpoint, dataset
+        self.show_progress = show_progress
+        self.trainer = trainer = Trainer(
+            params.model,
+            [Member(m.params.objective, m.params.train) for m in members],
+            dataset.images,
+            runtime,
+        )
+        self.world, self.digest = trainer.world, dataset.manifest.digest
+        self.config = {"members": trainer.config_dicts(), "names": [m.name for m in members]}
+        state = (
+            resumable_state(checkpoint, self.config, self.digest, params.train.steps)
+            if self.world.is_main
+            else None
+        )
+        state = distributed.broadcast(state, self.world)
+        if state is not None:
+            trainer.load_state_dict(state)
+            how_many = f"{trainer.size} members " if trainer.size > 1 else ""
+            log.info("resuming %sfrom %s at step %d", how_many, checkpoint, trainer.step)
+        self._log_start(params)
+        self.parent, self.runs = None, [None] * len(members)
+        if self.world.is_main:
+            self.parent, self.runs = self._start_runs(params, parent, state, shards)
+        logged = state["logged_rows"] if state else [0] * len(members)
+        self.curves = [CurveLog(run, rows) for run, rows in zip(self.runs, logged, strict=True)]
+        self.watches = [CollapseWatch(f"member {m.name}" if m.name else "the model") for m in members]
+        self.last_checkpoint: dict = dict(state) if state else {}  # a log-only rerun saves no new one
+        self.seconds = 0.0
+
+    def _log_start(self, params: Params) -> None:
+        trainer, world = self.trainer, self.world
+        if trainer.size == 1:
+            log.info(
+                "training %s β-VAE (%s objective) on %s for %d steps%s",
+                params.model.architecture,
+                params.objective.kind,
+                trainer.device,
+                params.train.steps,
+                f" (rank {world.rank} of {world.size})" if world.distributed else "",
+            )
+            return
+        log.info(
+            "training %d %s β-VAEs together (%s) on %s for %d steps: %s",
+            trainer.size,
+            params.model.architecture,
+            trainer.mechanism,
+            trainer.device,
+            params.train.steps,
+            ", ".join(str(m.name) for m in self.members),
+        )
+
+    def _start_runs(self, params: Params, parent_spec: ParentRun | None, state: dict | None, shards: Path):
+        """The parent run (a sweep's) and one run per member: reopened after a resume, else new."""
+        manifest = self.dataset.manifest
+        experiment = params.tracking.experiment
+        parent = None
+        if parent_spec is not None:
+            parent = tracking.start_run(
+                experiment,
+                parent_spec.params,
+                tags=parent_spec.tags,
+                run_name=parent_spec.name,
+                resume_run_id=state.get("parent_run_id") if state else None,
+            )
+        resumed = state.get("member_run_ids") if state else None
+        runs = []
+        for k, member in enumerate(self.members):
+            tags = {
+                **({"mlflow.parentRunId": parent.run_id} if parent else {}),
+                **member.tags,
+                "objective": member.params.objective.kind,
+                "architecture": member.params.model.architecture,
+                "data_source": manifest.source,
+                "data_digest": manifest.digest,
+                "world_size": str(self.world.size),
+            }
+            run = tracking.start_run(
+                experiment,
+                member.params.model_dump(mode="json"),
+                tags=tags,
+                run_name=member.name,
+                resume_run_id=resumed[k] if resumed else None,
+            )
+            if not resumed:
+                tracking.log_dataset(
+                    run, shards / "manifest.json", manifest.digest, manifest.source, manifest.num_images
+                )
+            if member.files is not None:
+                tracking.write_run_file(run, member.files.run_file)
+            runs.append(run)
+        return parent, runs
+
+    # -- training ---------------------------------------------------------------------------
+    def _on_log(self, trainer: Trainer) -> None:
+        if not self.world.is_main:
+            return
+        for curve, watch, history in zip(self.curves, self.watches, trainer.histories, strict=True):
+            curve.catch_up(history)
+            watch.catch_up(history)
+
+    def _on_checkpoint(self, trainer: Trainer) -> None:
+        payload = trainer.state_dict()  # a collective under DDP: every rank takes part
+        if not self.world.is_main:
+            return
+        self.last_checkpoint.update(
+            payload,
+            config=self.config,
+            data_digest=self.digest,
+            parent_run_id=self.parent.run_id if self.parent else None,
+            member_run_ids=[run.run_id for run in self.runs],
+            logged_rows=[curve.logged_rows for curve in self.curves],
+            model_logged=False,
+        )
+        save_checkpoint(self.last_checkpoint, self.checkpoint)
+        for member, history in zip(self.members, trainer.histories, strict=True):
+            if member.files is not None:
+                write_curves(history, member.files.curves)
+
+    def train(self) -> None:
+        self._on_log(self.trainer)  # rows a lost server missed before the last checkpoint
+        started = time.perf_counter()
+        self.trainer.train(
+            on_log=self._on_log,
+            on_checkpoint=self._on_checkpoint,
+            show_progress=self.show_progress and self.world.is_main,
+        )
+        self.seconds = time.perf_counter() - started
+
+    # -- outputs ----------------------------------------------------------------------------
+    def write_outputs(self, files: list[TrainFiles], **extra) -> list[dict]:
+        """Each member's model file, curves and summary: the result, whatever MLflow does
+        next. ``extra`` goes into every summary. Other ranks than 0 write nothing."""
+        if not self.world.is_main:
+            return []
+        return [self._write_member(k, member_files, extra) for k, member_files in enumerate(files)]
+
+    def _write_member(self, k: int, files: TrainFiles, extra: dict) -> dict:
+        trainer, history = self.trainer, self.trainer.histories[k]
+        model = trainer.models[k]
+        # Back to the standard layout: what we save and export must not depend on channels_last.
+        model.to(memory_format=torch.contiguous_format)
+        save_model_file(
+            files.model,
+            config=trainer.member_config(k),
+            state_dict=model.state_dict(),
+            step=trainer.step,
+            data_digest=self.digest,
+            mlflow_run_id=self.runs[k].run_id,
+        )
+        write_curves(history, files.curves)
+        last = history[-1]
+        kl_per_latent = [last[f"kl_z{z}"] for z in range(trainer.model_config.latent_dim)]
+        summary = {
+            "step": trainer.step,
+            "loss": last["loss"],
+            "reconstruction": last["reconstruction"],
+            "kl": last["kl"],
+            "capacity": last["capacity"],
+            "active_latents": int(sum(kl > ACTIVE_KL_NATS for kl in kl_per_latent)),
+            "kl_per_latent": kl_per_latent,
+            "steps_per_second": float(np.median([row["steps_per_second"] for row in history])),
+            "train_seconds": self.seconds,
+            "data_source": self.dataset.manifest.source,  # official or procedural shards
+            **collapse_record(history),  # collapsed: the code ignores the image (bvae.collapse)
+            **extra,
+        }
+        write_json(files.summary, summary)
+        return summary
+
+    def log_outputs(self, files: list[TrainFiles], summaries: list[dict]) -> None:
+        """Log each member's final figures, model and files to its run and end it (then the
+        parent's). A lost server: the runs are marked FAILED and the error says how to retry."""
+        if not self.world.is_main:
+            return
+        try:
+            for k, (member_files, summary) in enumerate(zip(files, summaries, strict=True)):
+                if self.curves[k].lost is not None:
+                    raise self.curves[k].lost
+                self._log_member(k, member_files, summary)
+            if self.parent is not None:
+                tracking.log_metrics(
+                    self.parent, {"train_seconds": self.seconds, "members": float(self.trainer.size)}
+                )
+                tracking.end_run(self.parent)
+        except tracking.TrackingError as error:
+            if len(files) == 1:
+                saved = f"{files[0].model}, {self.checkpoint} and {files[0].summary.parent}/ are saved"
+            else:
+                saved = (
+                    f"{files[0].model.parent.parent}/ ({len(files)} members) and {self.checkpoint} are saved"
+                )
+            raise tracking.TrackingError(
+                f"{error}. Training finished: {saved}. When the server answers again, rerun "
+                "`dvc repro` (or the stage's `bvae` command): it logs the runs to MLflow without "
+                "training again."
+            ) from None
+
+    def _log_member(self, k: int, files: TrainFiles, summary: dict) -> None:
+        run, model = self.runs[k], self.trainer.models[k]
+        figures = {
+            "final_" + key: value
+            for key, value in summary.items()
+            if isinstance(value, int | float) and not isinstance(value, bool)
+        }
+        tracking.log_metrics(run, figures, step=self.trainer.step)
+        tracking.set_tags(run, {"collapsed": str(summary["collapsed"]).lower()})
+        model.eval().cpu()  # exported for CPU; torch moves it where the consumer wants
+        example = self.dataset.images[:2].astype(np.float32)[:, None]  # what the served model accepts
+        model_uri, model_id = log_torch_model(
+            run,
+            model,
+            example,
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
+        )
+        for path in (files.curves, files.summary):
+            tracking.log_artifact(run, path, "training")
+        tracking.log_artifact(run, files.model, "model_file")  # what `bvae pull` verifies and loads
+        tracking.write_run_file(run, files.run_file, model_uri=model_uri, model_id=model_id)
+        tracking.end_run(run)
+        log.info(
+            "done%s: loss %.1f, reconstruction %.1f, KL %.2f, %d active latents%s; MLflow run %s",
+            f" ({self.members[k].name})" if self.members[k].name else "",
+            summary["loss"],
+            summary["reconstruction"],
+            summary["kl"],
+            summary["active_latents"],
+            " (COLLAPSED: the code ignores the image)" if summary["collapsed"] else "",
+            run.run_id,
+        )
+
+    # -- the context ------------------------------------------------------------------------
+    def __enter__(self) -> TrackedTraining:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if error is not None:
+            status = "FAILED" if isinstance(error, Exception) else "KILLED"
+            for run in (*self.runs, self.parent):
+                if run is not None:
+                    end_run_if_possible(run, status)
+            return
+        if self.world.is_main and self.last_checkpoint:  # a rerun of a changed stage trains afresh
+            logged_rows = [curve.logged_rows for curve in self.curves]
+            save_checkpoint(
+                {**self.last_checkpoint, "logged_rows": logged_rows, "model_logged": True}, self.checkpoint
+            )
+        distributed.barrier(self.world)
+
+
 def run_train(
     params: Params, paths: TrainPaths = TrainPaths(), *, fresh: bool = False, show_progress: bool = True
 ) -> dict:
-    """Train (or resume), write the model, curves and summary, and track it all in MLflow.
-
-    Under ``torchrun`` every rank trains; rank 0 alone decides the resume, logs to MLflow and
-    writes the checkpoint and the outputs. Other ranks return an empty summary. ``fresh``
-    forgets the checkpoint first (``bvae train --fresh``).
-    """
+    """Stage ``train``: one model (under ``torchrun``, one model on every rank). Returns its
+    summary (other ranks: an empty dict). ``fresh`` forgets the checkpoint first."""
     world = distributed.world_from_env()
-    # What can fail in a second fails before the 2.8 GiB load: the device and the server.
-    graphs_wanted(params.train, select_device(params.train.device, "train.device"), world.distributed)
+    # What can fail in a second fails before the 2.8 GiB load: the runtime and the server.
+    runtime = runtimes.decide(params.train, params.model, world=world)
     if world.is_main:
         tracking.check_tracking_server()
     if fresh and world.is_main:
-        remove_checkpoint(paths)
+        remove_checkpoint(paths.checkpoint)
     dataset = load_dataset(paths.shards, show_progress=show_progress and world.is_main)
-    trainer = Trainer(params.model, params.objective, params.train, dataset.images, world)
     try:
-        return _train_ranks(params, paths, trainer, dataset, show_progress and world.is_main)
+        member = MemberRun(params, files=paths.files)
+        with TrackedTraining(
+            params, [member], runtime, dataset, paths.checkpoint, paths.shards, show_progress=show_progress
+        ) as training:
+            training.train()
+            summaries = training.write_outputs([paths.files])
+            training.log_outputs([paths.files], summaries)
+        return summaries[0] if summaries else {}
     finally:
         distributed.shutdown()
 
 
-def _train_ranks(params: Params, paths: TrainPaths, trainer: Trainer, dataset, show_progress: bool) -> dict:
-    world, digest = trainer.world, dataset.manifest.digest
-    log.info(
-        "training %s β-VAE (%s objective) on %s for %d steps%s",
-        params.model.architecture,
-        params.objective.kind,
-        trainer.device,
-        params.train.steps,
-        f" (rank {world.rank} of {world.size})" if world.distributed else "",
-    )
-    state = (
-        resumable_state(paths.checkpoint, trainer.config_dict(), digest, params.train.steps)
-        if world.is_main
-        else None
-    )
-    state = distributed.broadcast(state, world)
-    if state is not None:
-        trainer.load_state_dict(state)
-        log.info("resuming from %s at step %d", paths.checkpoint, trainer.step)
-    run = None
-    if world.is_main:
-        run = tracking.start_run(
-            params.tracking.experiment,
-            params.model_dump(mode="json"),
-            tags={
-                "objective": params.objective.kind,
-                "architecture": params.model.architecture,
-                "data_source": dataset.manifest.source,
-                "data_digest": digest,
-                "world_size": str(world.size),
-            },
-            resume_run_id=state.get("mlflow_run_id") if state else None,
-        )
-        if state is None:
-            tracking.log_dataset(
-                run,
-                paths.shards / "manifest.json",
-                digest,
-                dataset.manifest.source,
-                dataset.manifest.num_images,
-            )
-        tracking.write_run_file(run, paths.run_file)
-
-    curves = CurveLog(run, state.get("logged_rows", len(state["history"])) if state else 0)
-    curves.catch_up(trainer.history)  # rows a lost server missed before the last checkpoint
-    watch = CollapseWatch()
-    watch.catch_up(trainer.history)
-
-    def on_log(row: dict[str, float]) -> None:
-        curves.catch_up(trainer.history)
-        if world.is_main:
-            watch.catch_up(trainer.history)
-
-    last_checkpoint: dict = dict(state) if state else {}  # a log-only rerun saves no new one
-
-    def on_checkpoint(current: Trainer) -> None:
-        payload = current.state_dict()  # a collective under DDP: every rank takes part
-        if run is not None:
-            last_checkpoint.update(
-                payload,
-                data_digest=digest,
-                mlflow_run_id=run.run_id,
-                logged_rows=curves.logged_rows,
-                model_logged=False,
-            )
-            save_atomic(last_checkpoint, paths.checkpoint)
-            write_curves(current.history, paths.curves)
-
-    started = time.perf_counter()
-    try:
-        trainer.train(
-            on_log=on_log,
-            on_checkpoint=on_checkpoint,
-            show_progress=show_progress,
-        )
-    except Exception:
-        if run is not None:
-            end_run_if_possible(run, "FAILED")
-        raise
-    except BaseException:  # Ctrl-C or a termination signal turned into SystemExit
-        if run is not None:
-            end_run_if_possible(run, "KILLED")
-        raise
-    seconds = time.perf_counter() - started
-    if run is None:
-        distributed.barrier(world)
-        return {}
-    summary = write_outputs(trainer, paths, digest, run.run_id, seconds, dataset.manifest.source)
-    try:
-        if curves.lost is not None:
-            raise curves.lost
-        log_finished_run(trainer, run, summary, dataset.images, paths)
-    except tracking.TrackingError as error:
-        end_run_if_possible(run, "FAILED")
-        raise tracking.TrackingError(
-            f"{error}. Training finished: {paths.model}, {paths.checkpoint} and "
-            f"{paths.summary.parent}/ are saved. When the server answers again, rerun "
-            "`dvc repro` (or `bvae train`): it logs this run to MLflow without training again."
-        ) from None
-    if last_checkpoint:  # the rerun of a changed stage trains afresh, not "logs" again
-        save_atomic(
-            {**last_checkpoint, "logged_rows": curves.logged_rows, "model_logged": True}, paths.checkpoint
-        )
-    distributed.barrier(world)
-    return summary
-
-
-def write_outputs(
-    trainer: Trainer, paths: TrainPaths, digest: str, run_id: str, seconds: float, data_source: str
+def run_sweep_train(
+    params: Params, paths: SweepPaths = SweepPaths(), *, fresh: bool = False, show_progress: bool = True
 ) -> dict:
-    """Write the final model, curves and summary: the result, whatever MLflow does next."""
-    # Back to the standard layout: what we save and export must not depend on channels_last.
-    trainer.model.to(memory_format=torch.contiguous_format)
-    save_model_file(
-        paths.model,
-        config=trainer.config_dict(),
-        state_dict=trainer.model.state_dict(),
-        step=trainer.step,
-        data_digest=digest,
-        mlflow_run_id=run_id,
-    )
-    write_curves(trainer.history, paths.curves)
-    last = trainer.history[-1]
-    kl_per_latent = [last[f"kl_z{k}"] for k in range(trainer.model_config.latent_dim)]
-    rates = [row["steps_per_second"] for row in trainer.history]
-    summary = {
-        "step": trainer.step,
-        "loss": last["loss"],
-        "reconstruction": last["reconstruction"],
-        "kl": last["kl"],
-        "capacity": last["capacity"],
-        "active_latents": int(sum(kl > ACTIVE_KL_NATS for kl in kl_per_latent)),
-        "kl_per_latent": kl_per_latent,
-        "steps_per_second": float(np.median(rates)),
-        "train_seconds": seconds,
-        "data_source": data_source,  # official or procedural: what the shards were made from
-        **collapse_record(trainer.history),  # collapsed: the code ignores the image (bvae.collapse)
-    }
-    write_json(paths.summary, summary)
-    return summary
+    """Stage ``sweep-train`` (``sweeps/dvc.yaml``): ``sweep.grid`` trained as one ensemble.
 
-
-def log_finished_run(
-    trainer: Trainer, run: tracking.RunHandle, summary: dict, images: np.ndarray, paths: TrainPaths
-) -> None:
-    """Log the final figures, the model and the files to the run, and end it."""
-    tracking.log_metrics(
-        run,
-        {
-            "final_" + key: value
-            for key, value in summary.items()
-            if isinstance(value, int | float) and not isinstance(value, bool)
+    Every member gets a single run's files in ``sweeps/train/<member>/`` (the folder is
+    replaced as a whole) and a child MLflow run under one parent run for the sweep;
+    ``sweeps/checkpoint.pt`` lets a killed run resume every member. Returns the summaries by
+    member name."""
+    members = sweep_members(params)
+    runtime = runtimes.decide(params.train, params.model, len(members), params.sweep.mechanism)
+    tracking.check_tracking_server()
+    if fresh:
+        remove_checkpoint(paths.checkpoint)
+    dataset = load_dataset(paths.shards, show_progress=show_progress)
+    name = os.environ.get("DVC_EXP_NAME") or "sweep"
+    parent = ParentRun(
+        params={
+            "sweep.grid": json.dumps(params.sweep.grid),
+            "members": len(members),
+            **params.model_dump(mode="json", include={"model", "train"}),
         },
-        step=trainer.step,
+        tags={
+            "bvae.kind": "sweep",
+            "bvae.sweep": name,
+            "data_digest": dataset.manifest.digest,
+            "data_source": dataset.manifest.source,
+        },
+        name=name,
     )
-    tracking.set_tags(run, {"collapsed": str(summary["collapsed"]).lower()})
-    trainer.model.eval().cpu()  # exported for CPU; torch moves it where the consumer wants
-    example = images[:2].astype(np.float32)[:, None]  # binary images: what the served model accepts
-    model_uri, model_id = log_torch_model(
-        run,
-        trainer.model,
-        example,
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
-    )
-    for path in (paths.curves, paths.summary):
-        tracking.log_artifact(run, path, "training")
-    tracking.log_artifact(run, paths.model, "model_file")  # what `bvae pull` verifies and loads
-    tracking.write_run_file(run, paths.run_file, model_uri=model_uri, model_id=model_id)
-    tracking.end_run(run)
-    log.info(
-        "done: loss %.1f, reconstruction %.1f, KL %.2f, %d active latents%s; MLflow run %s",
-        summary["loss"],
-        summary["reconstruction"],
-        summary["kl"],
-        summary["active_latents"],
-        " (COLLAPSED: the code ignores the image)" if summary["collapsed"] else "",
-        run.run_id,
-    )
-
-
-def remove_checkpoint(paths: TrainPaths = TrainPaths()) -> None:
-    """Forget the resumable state (``bvae train --fresh``)."""
-    if paths.checkpoint.exists():
-        os.remove(paths.checkpoint)
+    runs = [
+        MemberRun(m.params, name=m.name, tags={"bvae.sweep": name, "bvae.sweep_member": m.name})
+        for m in members
+    ]
+    with TrackedTraining(
+        params, runs, runtime, dataset, paths.checkpoint, paths.shards, parent, show_progress
+    ) as training:
+        training.train()
+        with atomic_path(paths.train, directory=True) as staging:
+            summaries = training.write_outputs(
+                [member_train_paths(staging, m.name) for m in members], ensemble_members=len(members)
+            )
+            entries = [
+                {"name": m.name, "point": m.point, "run_id": run.run_id, "experiment_id": run.experiment_id}
+                for m, run in zip(members, training.runs, strict=True)
+            ]
+            write_json(staging / SWEEP_FILE, {"parent_run_id": training.parent.run_id, "members": entries})
+            tracking.write_run_file(training.parent, staging / PARENT_RUN_FILE)
+        training.log_outputs([member_train_paths(paths.train, m.name) for m in members], summaries)
+    return {m.name: summary for m, summary in zip(members, summaries, strict=True)}

@@ -23,8 +23,9 @@ from bvae.data.ground_truth import DSprites
 from bvae.data.shards import load_dataset
 from bvae.fileio import atomic_path, check_output_folder, write_json
 from bvae.model_file import load_model
-from bvae.models import BetaVAE, select_device
+from bvae.models import BetaVAE
 from bvae.representations import torch_encoder
+from bvae.runtime import select_device
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,151 @@
+"""Where and how training runs: decided once, before the data is loaded, and passed down.
+
+Every ``train.*`` setting about the machine (device, threads, compile, bf16, channels_last,
+CUDA graphs, fused Adam, the DDP world) and the ensemble mechanism become one frozen
+:class:`Runtime`. What cannot work fails here, in a second, with the setting to change:
+not after a 2.8 GiB load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from bvae.config import ModelConfig, TrainConfig
+from bvae.distributed import World
+from bvae.errors import InvalidSetting
+
+# How a step runs K members: single (K = 1; the only mechanism DDP runs), loop (each member's
+# own module in turn: a single run's kernels, the faster on a CPU, where a grouped
+# convolution is slower than K convolutions; BENCHMARKS.md) or vmap (one batched kernel per
+# layer for all members: the GPU win). auto: single for one member, else vmap on CUDA, loop
+# elsewhere.
+MECHANISMS = ("auto", "single", "loop", "vmap")
+
+
+def switch(setting: str, default: bool) -> bool:
+    """An ``auto | on | off`` setting: ``default`` decides ``auto``."""
+    return default if setting == "auto" else setting == "on"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The machine-side choices of one training process."""
+
+    device: torch.device
+    mechanism: str = "single"
+    world: World = field(default_factory=World)
+    threads: int = 0  # torch CPU threads; 0: torch's default (all cores)
+    channels_last: bool = False
+    compile: bool = False
+    bf16: bool = False
+    graphs: bool = False
+    fused_adam: bool = False
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+
+def decide(
+    train: TrainConfig,
+    model: ModelConfig,
+    members: int = 1,
+    mechanism: str = "auto",
+    world: World | None = None,
+) -> Runtime:
+    """The runtime for ``members`` models trained with ``train`` (every member shares these
+    keys: :data:`bvae.training.SHARED_TRAIN_KEYS`)."""
+    world = world or World()
+    device = select_device(train.device, "train.device")
+    if device.type == "cuda" and world.distributed:
+        device = torch.device("cuda", world.local_rank)  # one GPU per local rank
+    chosen = _mechanism(mechanism, members, device, world, train.nproc)
+    graphs = graphs_wanted(train, device, world.distributed)
+    cuda = device.type == "cuda"
+    return Runtime(
+        device=device,
+        mechanism=chosen,
+        world=world,
+        threads=train.threads,
+        # vmap stacks the members' weights: its grouped kernels take the standard layout.
+        channels_last=chosen != "vmap" and switch(train.channels_last, model.architecture == "conv"),
+        compile=switch(train.compile, cuda),
+        bf16=switch(train.bf16, cuda and torch.cuda.is_bf16_supported()),
+        graphs=graphs,
+        fused_adam=switch(train.fused_adam, graphs),
+    )
+
+
+def _mechanism(mechanism: str, members: int, device: torch.device, world: World, nproc: int) -> str:
+    if mechanism not in MECHANISMS:
+        raise InvalidSetting(f"sweep.mechanism {mechanism!r} is not one of {', '.join(MECHANISMS)}")
+    processes = max(world.size, nproc)
+    if processes > 1 and members > 1:
+        raise InvalidSetting(
+            f"train.nproc is {processes} for {members} models: data-parallel processes (DDP) train "
+            "one model, and an ensemble trains its members in one process. Set train.nproc to 1."
+        )
+    if mechanism == "auto":
+        if members == 1:
+            return "single"
+        return "vmap" if device.type == "cuda" else "loop"
+    if mechanism == "single" and members > 1:
+        raise InvalidSetting(f"mechanism single trains one model, not {members}: use loop or vmap (or auto)")
+    if world.distributed and mechanism != "single":
+        raise InvalidSetting(f"mechanism {mechanism} does not run under DDP (train.nproc > 1): use auto")
+    return mechanism
+
+
+def graphs_wanted(train: TrainConfig, device: torch.device, distributed: bool) -> bool:
+    """``train.cuda_graphs``: auto is on for one CUDA process; ``on`` elsewhere is an error."""
+    wanted = switch(train.cuda_graphs, device.type == "cuda" and not distributed)
+    if wanted and device.type != "cuda":
+        raise InvalidSetting(
+            f"train.cuda_graphs is on but training runs on {device.type}: CUDA graphs need a CUDA "
+            "GPU. Set train.cuda_graphs to auto or off."
+        )
+    if wanted and distributed:
+        raise InvalidSetting(
+            "train.cuda_graphs is on with train.nproc > 1: bvae does not graph DDP steps. "
+            "Set train.cuda_graphs to auto or off, or train.nproc to 1."
+        )
+    return wanted
+
+
+def start(runtime: Runtime) -> None:
+    """Apply the process-wide choices: CPU threads, this rank's GPU, the DDP process group."""
+    if runtime.device.type == "cpu" and runtime.threads:
+        torch.set_num_threads(runtime.threads)
+    if runtime.device.type == "cuda" and runtime.world.distributed:
+        torch.cuda.set_device(runtime.device)
+    if runtime.world.distributed:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if runtime.device.type == "cuda" else "gloo")
+
+
+def select_device(requested: str = "auto", key: str = "train.device") -> torch.device:
+    """``auto``: CUDA, then Apple MPS, then CPU. ``key`` names the setting in errors."""
+    if requested != "auto":
+        try:
+            device = torch.device(requested)
+        except RuntimeError:
+            raise InvalidSetting(
+                f"{key} = {requested!r} is not a device: use auto, cpu, cuda, cuda:N or mps"
+            ) from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise InvalidSetting(f"{key} is {requested} but no CUDA GPU is visible; use auto or cpu")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise InvalidSetting(
+                f"{key} is {requested} but no CUDA GPU is visible at index {device.index} "
+                f"({torch.cuda.device_count()} visible); use auto, cuda or cpu"
+            )
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
