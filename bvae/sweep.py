@@ -7,6 +7,7 @@ Pure: no files, no MLflow. The DVC sweep's stages (``bvae.stages.sweep_*``) and 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -74,3 +75,17 @@ def sweep_members(params: Params) -> list[SweepMember]:
         member_params = params_from_mapping(apply_point(base, point), f"params.yaml with sweep member {name}")
         members.append(SweepMember(name, point, member_params))
     return members
+
+
+def best_member(rows: Sequence[Mapping[str, Any]], selection_metric: str) -> Mapping[str, Any] | None:
+    """The one best-member rule, for the sweep pipeline and the Prefect sweep alike: the row
+    with the highest finite ``selection_metric`` (the registry's gate is "higher"); ``None``
+    when no row has one (every point failed, or scored NaN). Ties go to the first row."""
+    scored = [
+        row
+        for row in rows
+        if isinstance(row.get(selection_metric), int | float)
+        and not isinstance(row.get(selection_metric), bool)
+        and math.isfinite(row[selection_metric])
+    ]
+    return max(scored, key=lambda row: row[selection_metric], default=None)

@@ -34,7 +34,7 @@ from prefect.futures import wait
 from bvae import tracking
 from bvae.config import MEMBER_KEYS, ParamsError
 from bvae.overrides import validate_overrides
-from bvae.sweep import expand_grid
+from bvae.sweep import best_member, expand_grid
 from bvae.tracking import registry
 from flows.experiments import Experiment
 from flows.report import comparison_rows, mlflow_ui_base, sweep_markdown
@@ -278,8 +278,7 @@ def _compare_and_promote(name: str, grid, outcomes, params, parent, mlflow_ui: s
     """The comparison table (Prefect artifact, MLflow table) and the gate for the best point."""
     selection_metric = params.registry.selection_metric
     rows = comparison_rows(outcomes, selection_metric)
-    scored = [row for row in rows if row["status"] == "completed" and row[selection_metric] is not None]
-    best_row = max(scored, key=lambda row: row[selection_metric], default=None)
+    best_row = best_member([row for row in rows if row["status"] == "completed"], selection_metric)
     promotion = None
     if best_row is not None and best_row["version"] is not None:
         promotion = registry.promote(

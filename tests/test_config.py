@@ -153,3 +153,17 @@ def test_switches_take_on_and_off_as_yaml_writes_them():
     assert (params.train.compile, params.train.cuda_graphs, params.train.bf16) == ("off", "on", "on")
     with pytest.raises(ParamsError, match="train.fused_adam"):
         params_from_mapping({"train": {"fused_adam": "yes"}})
+
+
+def test_one_best_member_rule_for_the_pipeline_and_the_flow():
+    from bvae.sweep import best_member
+
+    rows = [
+        {"member": "a", "score": 0.5},
+        {"member": "nan", "score": float("nan")},
+        {"member": "failed", "score": None},
+        {"member": "b", "score": 0.7},
+        {"member": "tie", "score": 0.7},
+    ]
+    assert best_member(rows, "score")["member"] == "b"  # highest finite; a tie goes to the first
+    assert best_member(rows[1:3], "score") is None  # nothing finite: the caller decides

@@ -141,7 +141,7 @@ def test_the_baselines_are_scored_once_and_are_a_single_evaluations(swept, tmp_p
         assert metrics["baselines"] == shared
         assert metrics["baselines_computed_by"] == "sweeps/baselines.json"
     params = load_params(repo / "params.yaml")
-    paths = EvaluatePaths(repo / "data/shards", metrics=tmp_path / "metrics.json")
+    paths = EvaluatePaths(shards=repo / "data/shards", metrics=tmp_path / "metrics.json")
     single = run_evaluate(params, paths, score_model=False)
     assert single["baselines"] == shared
 

@@ -38,7 +38,7 @@ from bvae.stages.shared_baselines import SharedBaselines
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # built by name: a reordered field cannot swap paths
 class EvaluatePaths:
     shards: Path = Path("data/shards")
     model: Path = Path("models/model.pt")

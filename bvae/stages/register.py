@@ -29,7 +29,7 @@ from bvae.tracking import registry
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # built by name: a reordered field cannot swap paths
 class RegisterPaths:
     model: Path = Path("models/model.pt")
     run_file: Path = tracking.RUN_FILE

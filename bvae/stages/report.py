@@ -31,7 +31,7 @@ LEADING_FIGURES = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # built by name: a reordered field cannot swap paths
 class ReportPaths:
     summary: Path = Path("reports/train/summary.json")
     metrics: Path = Path("reports/metrics.json")

@@ -8,7 +8,7 @@ from pathlib import Path
 from bvae.tracking.runs import RUN_FILE
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # built by name: a reordered field cannot swap paths
 class TrainFiles:
     """The train stage's outputs for one model: model file, MLflow run file, curves, summary."""
 

@@ -17,6 +17,7 @@ from bvae.figures import save_sweep_chart
 from bvae.fileio import atomic_path, write_json
 from bvae.report_keys import headline_keys
 from bvae.stages.sweep_files import PARENT_RUN_FILE, SweepPaths, read_sweep
+from bvae.sweep import best_member
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +46,6 @@ def comparison_rows(params: Params, paths: SweepPaths) -> list[dict]:
         row["mlflow_run_id"] = entry["run_id"]
         rows.append(row)
     return rows
-
-
-def best_member(rows: list[dict], selection_metric: str) -> dict:
-    """The member with the highest finite selection figure (the registry's gate is "higher")."""
-    scored = [
-        row
-        for row in rows
-        if isinstance(row[selection_metric], int | float) and math.isfinite(row[selection_metric])
-    ]
-    if not scored:
-        raise MissingInput(f"no sweep member has a finite {selection_metric}: nothing to compare or promote")
-    return max(scored, key=lambda row: row[selection_metric])
 
 
 def _shown_columns(rows: list[dict]) -> list[str]:
@@ -89,6 +78,8 @@ def run_sweep_compare(params: Params, paths: SweepPaths = SweepPaths()) -> dict:
     selection = params.registry.selection_metric
     rows = comparison_rows(params, paths)
     best_row = best_member(rows, selection)
+    if best_row is None:
+        raise MissingInput(f"no sweep member has a finite {selection}: nothing to compare or promote")
     best = best_row["member"]
     grid_keys = list(params.sweep.grid)
     metrics = {

@@ -46,31 +46,31 @@ def _inspect_member(
     metrics = folder / "metrics.json"
     run_evaluate(
         params,
-        EvaluatePaths(Path(shards), trained.model, trained.run_file, metrics),
+        EvaluatePaths(shards=Path(shards), model=trained.model, run_file=trained.run_file, metrics=metrics),
         shared_baselines=baselines,
     )
     traversals = folder / "traversals"
     run_traverse(
         params,
         TraversePaths(
-            Path(shards),
-            trained.model,
-            trained.run_file,
-            trained.curves,
-            traversals,
-            folder / "latents.json",
-            folder / "latents.md",
+            shards=Path(shards),
+            model=trained.model,
+            run_file=trained.run_file,
+            curves=trained.curves,
+            out_dir=traversals,
+            latents=folder / "latents.json",
+            latents_markdown=folder / "latents.md",
         ),
     )
     run_report(
         params,
         ReportPaths(
-            trained.summary,
-            metrics,
-            folder / "latents.json",
-            traversals,
-            trained.run_file,
-            folder / "report.html",
+            summary=trained.summary,
+            metrics=metrics,
+            latents=folder / "latents.json",
+            traversals=traversals,
+            run_file=trained.run_file,
+            html=folder / "report.html",
         ),
     )
     return name

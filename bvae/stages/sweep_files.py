@@ -13,7 +13,7 @@ SWEEP_FILE = "sweep.json"  # in sweeps/train/: the members, their points and MLf
 PARENT_RUN_FILE = "mlflow_run.json"  # in sweeps/train/: the sweep's parent MLflow run
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # built by name: a reordered field cannot swap paths
 class SweepPaths:
     shards: Path = Path("data/shards")
     train: Path = Path("sweeps/train")

@@ -27,7 +27,12 @@ def run_sweep_register(params: Params, paths: SweepPaths = SweepPaths()) -> dict
         trained = member_train_paths(paths.train, name)
         registration = run_register(
             params.model_copy(update={"registry": candidates}),
-            RegisterPaths(trained.model, trained.run_file, paths.members / name / "metrics.json", None),
+            RegisterPaths(
+                model=trained.model,
+                run_file=trained.run_file,
+                metrics=paths.members / name / "metrics.json",
+                registered=None,
+            ),
         )
         registrations[name] = registration
     best = comparison["best"]

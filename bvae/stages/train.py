@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 ACTIVE_KL_NATS = 0.1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # built by name: a reordered field cannot swap paths
 class TrainPaths:
     shards: Path = Path("data/shards")
     checkpoint: Path = Path("models/checkpoint.pt")

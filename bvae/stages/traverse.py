@@ -30,7 +30,7 @@ from bvae.runtime import select_device
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # built by name: a reordered field cannot swap paths
 class TraversePaths:
     shards: Path = Path("data/shards")
     model: Path = Path("models/model.pt")
