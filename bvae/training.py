@@ -335,7 +335,7 @@ class Trainer:
                     self.step % config.checkpoint_every == 0 or self.step == config.steps
                 ):
                     # A checkpoint is only ever of finite weights: one host sync, this rarely.
-                    self._raise_if_diverged(self._nonfinite_members(), max(window_steps, 1))
+                    self._raise_if_diverged(self._nonfinite_members(window), max(window_steps, 1))
                     on_checkpoint(self)
                     self.last_checkpoint_step = self.step
         return self.histories
@@ -351,11 +351,12 @@ class Trainer:
             "it_s": f"{steps_per_second:.0f}",
         }
 
-    def _nonfinite_members(self) -> list[int]:
-        """Members with a NaN or infinite weight on any rank."""
-        finite = torch.stack(
+    def _nonfinite_members(self, window: torch.Tensor) -> list[int]:
+        """Members with a NaN or infinite figure since the last log, or weight, on any rank."""
+        weights = torch.stack(
             [torch.stack([torch.isfinite(p).all() for p in m.parameters()]).all() for m in self.models]
-        ).float()
+        )
+        finite = (weights & torch.isfinite(window).all(dim=1)).float()
         finite = distributed.mean_(finite, self.world)
         return [k for k, share in enumerate(finite.tolist()) if share != 1.0]
 

@@ -167,3 +167,18 @@ def test_one_best_member_rule_for_the_pipeline_and_the_flow():
     ]
     assert best_member(rows, "score")["member"] == "b"  # highest finite; a tie goes to the first
     assert best_member(rows[1:3], "score") is None  # nothing finite: the caller decides
+
+
+def test_a_sweep_members_training_files_are_a_single_runs_in_its_folder(tmp_path):
+    from bvae.stages.run_files import TrainFiles
+    from bvae.stages.sweep_files import member_train_paths
+
+    files = member_train_paths(tmp_path, "beta4-seed0")
+    assert files == TrainFiles.in_folder(tmp_path / "beta4-seed0")
+    assert [p.name for p in (files.model, files.run_file, files.curves, files.summary)] == [
+        "model.pt",
+        "mlflow_run.json",
+        "curves.csv",
+        "summary.json",
+    ]
+    assert files.model.parent == tmp_path / "beta4-seed0"

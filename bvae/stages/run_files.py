@@ -22,5 +22,8 @@ class TrainFiles:
         """A sweep member's: every file in its own folder (``sweeps/train/<member>/``)."""
         folder = Path(folder)
         return cls(
-            folder / "model.pt", folder / "mlflow_run.json", folder / "curves.csv", folder / "summary.json"
+            model=folder / "model.pt",
+            run_file=folder / "mlflow_run.json",
+            curves=folder / "curves.csv",
+            summary=folder / "summary.json",
         )
