@@ -38,25 +38,26 @@ if _WORKERS > 1:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
 
-# Seconds each module took in a two-worker run (junit, BENCHMARKS.md). pytest-xdist hands out
-# whole modules (--dist loadfile) in collection order, so the longest go first and the short
-# ones fill in at the end, instead of one long module running alone while the other worker idles.
+# Seconds each module took in a two-worker `.ci/run` (junit, 2026-12-02, commit aa7f116).
+# pytest-xdist hands out whole modules (--dist loadfile) in collection order, so the longest
+# go first and the short ones fill in at the end, instead of one long module running alone
+# while the other worker idles.
 MODULE_SECONDS = {
-    "test_flows": 340,
-    "test_sweep": 110,
-    "test_ensemble": 60,
-    "test_pipeline": 149,
-    "test_remote": 141,
-    "test_registry": 124,
-    "test_training": 103,
-    "test_distributed": 103,
-    "test_schedule": 102,
-    "test_metrics": 94,
-    "test_shared_tracking": 87,
-    "test_servers": 52,
-    "test_download": 45,
-    "test_shards": 43,
-    "test_tracking_lost": 26,
+    "test_flows": 513,
+    "test_remote": 219,
+    "test_sweep": 178,
+    "test_pipeline": 177,
+    "test_training": 156,
+    "test_registry": 143,
+    "test_schedule": 136,
+    "test_shared_tracking": 104,
+    "test_distributed": 95,
+    "test_metrics": 79,
+    "test_ensemble": 73,
+    "test_servers": 55,
+    "test_shards": 44,
+    "test_download": 44,
+    "test_tracking_lost": 31,
 }
 
 
