@@ -23,6 +23,7 @@ from bvae.model_file import load_model, weights_digest
 from bvae.models import BetaVAE
 from bvae.report_keys import HEADLINE, headline_keys
 from bvae.representations import torch_encoder
+from bvae.tables import markdown_table
 from bvae.tracking import flatten, registry
 
 log = logging.getLogger(__name__)
@@ -58,10 +59,6 @@ def headline_table(evaluation: dict | None, selection_metric: str | None) -> lis
     return rows
 
 
-def _cell(value) -> str:
-    return f"{value:.4g}" if isinstance(value, int | float) else "–"
-
-
 def _card_markdown(card: dict) -> str:
     """Headline figures first, beside the baselines; then lineage; then params."""
     version = card["version"]
@@ -80,16 +77,9 @@ def _card_markdown(card: dict) -> str:
         "",
     ]
     if rows:
-        lines += [
-            "| figure | this model | " + " | ".join(f"baseline: {c}" for c in columns) + " |",
-            "|---|---|" + "---|" * len(columns),
-            *(
-                f"| {row['figure']} | {_cell(row['model'])} | "
-                + " | ".join(_cell(row[c]) for c in columns)
-                + " |"
-                for row in rows
-            ),
-        ]
+        header = ["figure", "this model", *(f"baseline: {c}" for c in columns)]
+        body = [[row["figure"], row["model"], *(row[c] for c in columns)] for row in rows]
+        lines.append(markdown_table(header, body))
         protocol = card.get("protocol") or {}
         if protocol and not protocol.get("comparable_to_dlib"):
             differs = protocol.get("differs_from_dlib")

@@ -42,38 +42,48 @@ def _module_file(dotted: str) -> Path | None:
     return path.with_suffix(".py") if path.with_suffix(".py").exists() else None
 
 
-def _imports(file: Path) -> set[str]:
-    """The bvae modules ``file`` imports: anywhere in a module (a stage may call any of its
-    functions), at the top level of a package's ``__init__.py`` (importing a package runs that,
-    not its functions)."""
+def _shipped_file(node: ast.AST) -> str | None:
+    """The name in ``Path(__file__).with_name("<name>")``: a file shipped beside its user (the
+    served model MLflow copies into every logged model, the report's template) is code the
+    stage runs too."""
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "with_name"
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+    ):
+        return str(node.args[0].value)
+    return None
+
+
+def _imports(file: Path) -> tuple[set[str], set[Path]]:
+    """The bvae modules ``file`` imports, and the files it reads from beside itself: anywhere
+    in a module (a stage may call any of its functions), at the top level of a package's
+    ``__init__.py`` (importing a package runs that, not its functions)."""
     found: set[str] = set()
+    shipped: set[Path] = set()
     tree = ast.parse(file.read_text())
     nodes = tree.body if file.name == "__init__.py" else ast.walk(tree)
     package = ".".join(file.relative_to(ROOT).parent.parts)
     for node in nodes:
-        # A module shipped as a file beside its user (``Path(__file__).with_name("x.py")``: the
-        # served model MLflow copies into every logged model) is code the stage runs too.
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "with_name"
-            and node.args
-            and isinstance(node.args[0], ast.Constant)
-            and str(node.args[0].value).endswith(".py")
-        ):
-            found.add(f"{package}.{node.args[0].value[:-3]}")
+        if (name := _shipped_file(node)) is not None:
+            if name.endswith(".py"):
+                found.add(f"{package}.{name[:-3]}")
+            elif file.with_name(name).is_file():
+                shipped.add(file.with_name(name))
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names if alias.name.split(".")[0] == "bvae"}
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "bvae":
             found.add(node.module)
             # `from bvae import tracking` imports a module; `from bvae.x import name` may too
             found |= {f"{node.module}.{alias.name}" for alias in node.names}
-    return found
+    return found, shipped
 
 
 def import_closure(entry: str) -> set[Path]:
     """Files of every bvae module ``entry`` imports, transitively, with their packages'
-    ``__init__.py`` (Python runs those first)."""
+    ``__init__.py`` (Python runs those first) and the files they ship beside them."""
     seen: set[Path] = set()
     pending = [entry]
     while pending:
@@ -82,7 +92,9 @@ def import_closure(entry: str) -> set[Path]:
             file = _module_file(".".join(parts[:depth]))
             if file is not None and file not in seen:
                 seen.add(file)
-                pending.extend(_imports(file))
+                modules, shipped = _imports(file)
+                pending.extend(modules)
+                seen |= shipped
     return seen
 
 
@@ -91,7 +103,9 @@ def code_deps(stage: str, folders: list[str]) -> list[str]:
     closure = import_closure(entry_module(stage))
     kept, covered = [], set()
     for folder in folders:
-        modules = set((ROOT / folder).rglob("*.py"))
+        modules = {
+            path for path in (ROOT / folder).rglob("*") if path.is_file() and "__pycache__" not in path.parts
+        }
         if modules and modules <= closure:
             kept.append(folder)
             covered |= modules
@@ -120,7 +134,7 @@ def regenerate(text: str) -> str:
             dep = item.group(1)
             if not dep.startswith("bvae/"):
                 pending[0].append(line.strip()[2:])
-            elif not dep.endswith(".py"):
+            elif (ROOT / dep).is_dir():
                 pending[1].append(dep)
             continue
         out.append(line)

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from bvae.errors import BadInput
 
-_CHUNK_BYTES = 1 << 22
 OUTPUT_MARKER = ".bvae-output"
 
 
@@ -166,9 +165,6 @@ def write_json(path: str | os.PathLike, data: object) -> None:
 
 
 def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
-    """Hex digest of a file, read in chunks (works for multi-GB files)."""
-    digest = hashlib.new(algorithm)
+    """Hex digest of a file (``hashlib.file_digest``: read in chunks, fine for multi-GB files)."""
     with open(path, "rb") as stream:
-        while chunk := stream.read(_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(stream, algorithm).hexdigest()

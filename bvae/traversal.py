@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from bvae.metrics.discrete import entropy, histogram_discretize, mutual_information
+from bvae.tables import markdown_table
 
 # decode(latents (n, d)) -> pixel probabilities (n, 64, 64) in [0, 1]
 Decoder = Callable[[np.ndarray], np.ndarray]
@@ -201,16 +202,20 @@ def latent_table_markdown(
         "factor stays within twice what a latent independent of it shows by chance. MI/H: mutual "
         "information with the factor over the factor's entropy, on 20-bin discretised posterior means.",
         "",
-        "| latent | encodes | best | second | gap | KL (nats) | mean posterior variance | "
-        + " | ".join(f"MI/H {n}" for n in names)
-        + " |",
-        "|" + "---|" * (7 + len(names)),
     ]
-    for row in table:
-        mi = " | ".join(f"{row['normalized_mi'][n]:.2f}" for n in names)
-        kl, variance = row["kl"], row["mean_posterior_variance"]
-        lines.append(
-            f"| {row['latent']} | {row['encodes']} | {row['best_factor']} | {row['second_factor'] or '-'} "
-            f"| {row['relative_gap']:.0%} | {kl:.2f} | {variance:.4f} | {mi} |"
-        )
+    header = ["latent", "encodes", "best", "second", "gap", "KL (nats)", "mean posterior variance"]
+    rows = [
+        [
+            row["latent"],
+            row["encodes"],
+            row["best_factor"],
+            row["second_factor"] or "-",
+            f"{row['relative_gap']:.0%}",
+            f"{row['kl']:.2f}",
+            f"{row['mean_posterior_variance']:.4f}",
+            *(f"{row['normalized_mi'][n]:.2f}" for n in names),
+        ]
+        for row in table
+    ]
+    lines.append(markdown_table([*header, *(f"MI/H {n}" for n in names)], rows))
     return "\n".join(lines) + "\n"

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bvae.report_keys import HEADLINE
+from bvae.tables import MISSING, markdown_table
 from bvae.tracking import flatten, ui_page
 
 # Where people browse MLflow when the tracking URI is a local file (the README's `mlflow server`).
@@ -26,14 +27,10 @@ def mlflow_ui_base(tracking_uri: str, configured: str | None = None) -> str:
 
 def run_link(base: str, experiment_id: str | None, run_id: str | None) -> str:
     if not run_id:
-        return "—"
+        return MISSING
     if not experiment_id:
         return f"`{run_id}`"
     return f"[{run_id[:8]}]({ui_page(base, experiment_id, run_id)})"
-
-
-def _number(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, int | float) else "—"
 
 
 def headline(metrics: Mapping[str, Any], selection_metric: str) -> dict[str, Any]:
@@ -54,10 +51,8 @@ def retrain_markdown(
     selection_metric: str,
     ui_base: str,
 ) -> str:
-    rows = "\n".join(
-        f"| {label} | {_number(value)} |" for label, value in headline(metrics, selection_metric).items()
-    )
-    lines = [f"## bvae retrain `{name}`", "", "| metric | value |", "|---|---|", rows, ""]
+    table = markdown_table(["metric", "value"], list(headline(metrics, selection_metric).items()))
+    lines = [f"## bvae retrain `{name}`", "", table, ""]
     if registration:
         experiment_id, run_id = registration.get("mlflow_experiment_id"), registration.get("mlflow_run_id")
         lines += [
@@ -92,7 +87,7 @@ def registration_sentence(registration: Mapping[str, Any]) -> str:
 def report_link(base: str, experiment_id: str | None, run_id: str | None) -> str:
     """The run's offline HTML report in the MLflow UI's artifact view."""
     if not (experiment_id and run_id):
-        return "—"
+        return MISSING
     return f"[report.html]({ui_page(base, experiment_id, run_id, 'artifacts/report/report.html')})"
 
 
@@ -128,19 +123,19 @@ def sweep_markdown(
     ui_base: str,
 ) -> str:
     header = ["experiment", *grid_keys, selection_metric, "MIG", "version", "MLflow run", "status"]
-    lines = [f"## bvae sweep `{name}`", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        mark = " ★" if row["experiment"] == best else ""
-        cells = [
-            f"`{row['experiment']}`{mark}",
-            *(str(row.get(key)) for key in grid_keys),
-            _number(row.get(selection_metric)),
-            _number(row.get("mig")),
-            str(row.get("version") or "—"),
+    body = [
+        [
+            f"`{row['experiment']}`" + (" ★" if row["experiment"] == best else ""),
+            *(row.get(key) for key in grid_keys),
+            row.get(selection_metric),
+            row.get("mig"),
+            str(row.get("version") or MISSING),
             run_link(ui_base, row.get("mlflow_experiment_id"), row.get("mlflow_run_id")),
             str(row.get("status")),
         ]
-        lines.append("| " + " | ".join(cells) + " |")
+        for row in rows
+    ]
+    lines = [f"## bvae sweep `{name}`", "", markdown_table(header, body)]
     if promotion:
         outcome = "is the new champion" if promotion["promoted"] else "did not beat the champion"
         lines += [

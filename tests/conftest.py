@@ -12,10 +12,13 @@ rerun. A test that needs a stage to really run uses params no other test uses (i
 from __future__ import annotations
 
 import atexit
+import fcntl
 import os
+import shutil
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -38,31 +41,40 @@ if _WORKERS > 1:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
 
-# Seconds each module took in a two-worker `.ci/run` (junit, 2026-12-02, commit aa7f116).
+# Seconds each module took in a two-worker `.ci/run` (junit, 2026-12-02, commit 6d55ed2).
 # pytest-xdist hands out whole modules (--dist loadfile) in collection order, so the longest
 # go first and the short ones fill in at the end, instead of one long module running alone
 # while the other worker idles.
 MODULE_SECONDS = {
-    "test_flows": 513,
-    "test_remote": 219,
-    "test_sweep": 178,
-    "test_pipeline": 177,
-    "test_training": 156,
-    "test_registry": 143,
-    "test_schedule": 136,
-    "test_shared_tracking": 104,
-    "test_distributed": 95,
-    "test_metrics": 79,
-    "test_ensemble": 73,
-    "test_servers": 55,
-    "test_shards": 44,
-    "test_download": 44,
+    "test_flows": 567,
+    "test_sweep": 207,
+    "test_remote": 201,
+    "test_pipeline": 182,
+    "test_registry": 156,
+    "test_schedule": 147,
+    "test_training": 130,
+    "test_shared_tracking": 123,
+    "test_distributed": 96,
+    "test_metrics": 86,
+    "test_ensemble": 83,
+    "test_shards": 53,
+    "test_servers": 52,
+    "test_download": 50,
     "test_tracking_lost": 31,
 }
 
 
 def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: -MODULE_SECONDS.get(item.path.stem, 0))  # stable within a module
+    # The first two modules start at once, one on each worker. The second is the longest that
+    # does not need the template, so it runs while the first worker renders the grid.
+    modules = list(dict.fromkeys(item.path for item in items))
+    needs_template = {item.path for item in items if "template" in item.fixturenames}
+    free = next((path for path in modules[1:] if path not in needs_template), None)
+    if modules and modules[0] in needs_template and free is not None:
+        ordered = [modules[0], free, *(path for path in modules[1:] if path != free)]
+        rank = {path: place for place, path in enumerate(ordered)}
+        items.sort(key=lambda item: rank[item.path])
 
 
 def _stop_servers_then_interrupt(signum, frame):
@@ -99,14 +111,25 @@ def refused_url() -> str:
     return f"http://127.0.0.1:{port}/dsprites.npz"
 
 
-@pytest.fixture(scope="session")
-def template(tmp_path_factory) -> Path:
-    """The one project that renders and shards the full grid through the real CLI.
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """``build(folder)`` once per pytest run, shared by every xdist worker: the first worker
+    to ask builds it under a file lock, the others wait for it and reuse it (one render of the
+    grid per run, not one per worker). A build that failed half-way is redone."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # pytest-N/, above every worker's own popen-gwK/
+    folder = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (folder / ".built").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            (folder / ".built").touch()
+    return folder
 
-    ``data.source: auto`` with an unreachable mirror: the real offline fallback. Its DVC cache
-    lives beside it and every ``helpers.derived_project`` shares it (``.dvc/config.local``).
-    """
-    folder = tmp_path_factory.mktemp("template")
+
+def _build_template(folder: Path) -> None:
     repo = copy_repository(folder / "repo")
     set_params(
         repo,
@@ -116,7 +139,19 @@ def template(tmp_path_factory) -> Path:
     commit_all(repo, "tiny params")
     run(["dvc", "repro", "shard"], repo)
     commit_all(repo, "data stages")
-    return repo
+
+
+@pytest.fixture(scope="session")
+def template(tmp_path_factory) -> Path:
+    """The one project that renders and shards the full grid through the real CLI, once per
+    run (:func:`built_once`).
+
+    ``data.source: auto`` with an unreachable mirror: the real offline fallback. Its DVC cache
+    lives beside it and every ``helpers.derived_project`` shares it (``.dvc/config.local``), so
+    the run-cache is the whole run's: a test that needs a stage to really run uses params no
+    other test of any module uses.
+    """
+    return built_once(tmp_path_factory, "template", _build_template) / "repo"
 
 
 @pytest.fixture(scope="session")
@@ -139,10 +174,7 @@ def full_dataset(full_shards):
 SMALL_IMAGES = 65536
 
 
-@pytest.fixture(scope="session")
-def small_shards(tmp_path_factory) -> Path:
-    """One shard of 65,536 images spread over the grid (every 11th): enough for training,
-    resume, DDP and registry tests, a tenth of the full grid's load time and memory."""
+def _build_small_shards(folder: Path) -> None:
     import numpy as np
 
     from bvae.data import factors, render
@@ -150,15 +182,20 @@ def small_shards(tmp_path_factory) -> Path:
 
     index = np.arange(0, factors.NUM_IMAGES, 11)[:SMALL_IMAGES]
     classes = factors.classes_from_index(index)
-    out = tmp_path_factory.mktemp("small") / "shards"
     write_array_shards(
-        out,
+        folder / "shards",
         render.render_images(classes),
         classes,
         factors.values_from_classes(classes),
         source="procedural",
     )
-    return out
+
+
+@pytest.fixture(scope="session")
+def small_shards(tmp_path_factory) -> Path:
+    """One shard of 65,536 images spread over the grid (every 11th): enough for training,
+    resume, DDP and registry tests, a tenth of the full grid's load time and memory."""
+    return built_once(tmp_path_factory, "small", _build_small_shards) / "shards"
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from bvae.fileio import atomic_path, write_json
 from bvae.report_keys import headline_keys
 from bvae.stages.sweep_files import PARENT_RUN_FILE, SweepPaths, read_sweep
 from bvae.sweep import best_member
+from bvae.tables import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -54,23 +55,15 @@ def _shown_columns(rows: list[dict]) -> list[str]:
 
 
 def comparison_markdown(rows: list[dict], selection_metric: str, best: str) -> str:
+    """The members best first, the best one starred."""
     columns = _shown_columns(rows)
-
-    def cell(value) -> str:
-        return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-    lines = [
-        f"# Sweep: {len(rows)} members, best by {selection_metric}: {best}",
-        "",
-        "| " + " | ".join(columns) + " |",
-        "|" + "---|" * len(columns),
+    ranked = sorted(rows, key=lambda row: -(row[selection_metric] or -math.inf))
+    body = [
+        [f"{row['member']} ★" if row["member"] == best else row["member"], *(row[key] for key in columns[1:])]
+        for row in ranked
     ]
-    for row in sorted(rows, key=lambda row: -(row[selection_metric] or -math.inf)):
-        marker = " ★" if row["member"] == best else ""
-        lines.append(
-            "| " + " | ".join(cell(row[key]) + (marker if key == "member" else "") for key in columns) + " |"
-        )
-    return "\n".join(lines) + "\n"
+    title = f"# Sweep: {len(rows)} members, best by {selection_metric}: {best}"
+    return f"{title}\n\n{markdown_table(columns, body)}\n"
 
 
 def run_sweep_compare(params: Params, paths: SweepPaths = SweepPaths()) -> dict:

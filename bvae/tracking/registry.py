@@ -155,10 +155,13 @@ def register(
     """
     check_tracking_server()
     client = _client()
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+
     try:
         client.create_registered_model(name, description=description or None)
-    except Exception as error:  # noqa: BLE001
-        if "RESOURCE_ALREADY_EXISTS" not in str(error) and "already exists" not in str(error):
+    except MlflowException as error:  # a SQL store and a server both answer with this code
+        if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
             raise
     existing = find_by_digest(client, name, weights_digest)
     if existing is not None:
