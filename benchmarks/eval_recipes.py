@@ -27,7 +27,8 @@ from bvae.config import params_from_mapping
 from bvae.consume import traverse
 from bvae.data.shards import load_dataset
 from bvae.model_file import save_model_file
-from bvae.stages.evaluate import EvaluatePaths, run_evaluate
+from bvae.stages.evaluate import run_evaluate
+from bvae.stages.run_files import RunFiles
 
 
 def main() -> None:
@@ -78,10 +79,8 @@ def main() -> None:
             continue
         (folder / "curves.json").write_text(json.dumps(member["history"]) + "\n")
         traverse(str(model_path), args.shards, params.traverse, folder / "traversals", force=True)
-        paths = EvaluatePaths(
-            shards=args.shards, model=model_path, run_file=folder / "no-run.json", metrics=metrics
-        )
-        run_evaluate(params, paths)
+        files = RunFiles(model=model_path, run_file=folder / "no-run.json", metrics=metrics)
+        run_evaluate(params, files, shards=args.shards)
         logging.info("%s done", name)
 
 

@@ -44,6 +44,13 @@ def world_from_env(env: dict[str, str] | None = None) -> World:
     return World(int(env.get("RANK", "0")), int(env.get("LOCAL_RANK", "0")), size)
 
 
+def join(world: World, device: torch.device) -> None:
+    """Join the process group ``torchrun`` started (NCCL on CUDA, gloo on CPU); nothing to do
+    for one process or a group already joined."""
+    if world.distributed and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+
+
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

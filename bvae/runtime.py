@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from bvae import distributed
 from bvae.config import ModelConfig, TrainConfig
 from bvae.distributed import World
 from bvae.errors import InvalidSetting
@@ -120,11 +121,7 @@ def start(runtime: Runtime) -> None:
         torch.set_num_threads(runtime.threads)
     if runtime.device.type == "cuda" and runtime.world.distributed:
         torch.cuda.set_device(runtime.device)
-    if runtime.world.distributed:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if runtime.device.type == "cuda" else "gloo")
+    distributed.join(runtime.world, runtime.device)
 
 
 def select_device(requested: str = "auto", key: str = "train.device") -> torch.device:

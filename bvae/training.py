@@ -168,7 +168,8 @@ class Trainer:
             self.networks = [DistributedDataParallel(self.models[0], device_ids=ids)]
         self.optimizer = adam(self._parameter_groups(), shared, self.runtime.graphs, self.runtime.fused_adam)
         self.names = [name for name, _ in self.models[0].named_parameters()]
-        self.base = copy.deepcopy(self.models[0]).to("meta")  # the architecture vmap calls
+        # The architecture vmap calls with each member's weights (no weights of its own).
+        self.base = copy.deepcopy(self.models[0]).to("meta") if self.mechanism == "vmap" else None
         data = torch.from_numpy(images) if isinstance(images, np.ndarray) else images
         self.data = data.to(self.device)
         self.generators = [

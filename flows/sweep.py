@@ -11,8 +11,10 @@
 - ``runner`` picks where: Prefect's threads here, or a Dask / Ray cluster (``cluster``: its
   address; none: a temporary local one). The points run in a sub-flow ``bvae-sweep-points``
   whose task runner is that choice (``flows/runners.py``).
-- One parent MLflow run; each point's run names it as ``mlflow.parentRunId``. The id reaches
-  the train stage explicitly, through ``BVAE_MLFLOW_PARENT_RUN_ID``.
+- One parent MLflow run for the whole sweep; each point's run (an ensemble's members too)
+  names it as ``mlflow.parentRunId``. The id reaches the training stages explicitly, through
+  ``BVAE_MLFLOW_PARENT_RUN_ID``; an ensemble then starts no parent of its own, and this flow
+  logs the comparison of every point.
 - Points register with ``registry.promote=false`` (``candidate`` only); at the end the best
   point goes through the same promotion gate as a single run.
 """

@@ -169,16 +169,24 @@ def test_one_best_member_rule_for_the_pipeline_and_the_flow():
     assert best_member(rows[1:3], "score") is None  # nothing finite: the caller decides
 
 
-def test_a_sweep_members_training_files_are_a_single_runs_in_its_folder(tmp_path):
-    from bvae.stages.run_files import TrainFiles
-    from bvae.stages.sweep_files import member_train_paths
+def test_a_sweep_members_files_are_a_single_runs_in_its_two_folders(tmp_path):
+    """One run layout: a member has every file a single run has, named the same, in
+    ``sweeps/train/<member>/`` (sweep-train's output) and ``sweeps/members/<member>/``."""
+    from dataclasses import fields
 
-    files = member_train_paths(tmp_path, "beta4-seed0")
-    assert files == TrainFiles.in_folder(tmp_path / "beta4-seed0")
-    assert [p.name for p in (files.model, files.run_file, files.curves, files.summary)] == [
-        "model.pt",
-        "mlflow_run.json",
-        "curves.csv",
-        "summary.json",
-    ]
-    assert files.model.parent == tmp_path / "beta4-seed0"
+    from bvae.stages.run_files import RunFiles
+    from bvae.stages.sweep_files import SweepPaths
+
+    files = SweepPaths(train=tmp_path / "train", members=tmp_path / "members").member("beta4-seed0")
+    train, members = tmp_path / "train", tmp_path / "members"
+    expected = RunFiles.member("beta4-seed0", trained_in=train, inspected_in=members)
+    assert files == expected
+    trained = (files.model, files.run_file, files.curves, files.summary)
+    assert {path.parent for path in trained} == {tmp_path / "train/beta4-seed0"}
+    inspected = (files.metrics, files.traversals, files.latents, files.latents_markdown, files.report)
+    assert {path.parent for path in inspected} == {tmp_path / "members/beta4-seed0"}
+    single = RunFiles()
+    for field in fields(RunFiles):
+        if field.name != "registered":  # a member's registration is the sweep's one record
+            assert getattr(files, field.name).suffix == getattr(single, field.name).suffix, field.name
+    assert files.registered is None

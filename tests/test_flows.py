@@ -226,7 +226,7 @@ def test_sweep_runs_its_points_on_a_local_ray(project):
 
 def test_sweep_trains_points_that_can_share_an_ensemble_as_one(project):
     """Seeds keep tensor shapes: the two points are one `sweeps/dvc.yaml` experiment, whose
-    members come back as the sweep's rows, nested under the flow's parent run."""
+    members come back as the sweep's rows, children of the flow's one parent run."""
     from flows.sweep import sweep
 
     result = sweep(
@@ -242,16 +242,25 @@ def test_sweep_trains_points_that_can_share_an_ensemble_as_one(project):
     assert [row["experiment"] for row in rows] == ["sweep-ensemble-0/seed21", "sweep-ensemble-0/seed22"]
     assert [row["train.seed"] for row in rows] == [21, 22]
     assert all(row["status"] == "completed" and row["version"] for row in rows)
+    # One parent run for the whole sweep: the members are its own children, with no ensemble
+    # parent between them, and it alone holds the comparison.
     client = client_for(project)
-    (ensemble_parent,) = client.search_runs(
-        [client.get_run(result["parent_run_id"]).info.experiment_id],
-        f"tags.mlflow.parentRunId = '{result['parent_run_id']}'",
+    parent = client.get_run(result["parent_run_id"])
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
-    assert ensemble_parent.data.tags["bvae.kind"] == "sweep"
-    for row in rows:  # each member's run is a child of the ensemble's parent run
+    assert sorted(child.info.run_id for child in children) == sorted(row["mlflow_run_id"] for row in rows)
+    ensemble_runs = client.search_runs(
+        [parent.info.experiment_id], "tags.`bvae.sweep` = 'sweep-ensemble-0'"
+    )  # the members, tagged with their DVC experiment: none is a parent of its own
+    assert len(ensemble_runs) == 2 and all(r.data.tags.get("bvae.kind") != "sweep" for r in ensemble_runs)
+    for row in rows:
         member_run = client.get_run(row["mlflow_run_id"])
-        assert member_run.data.tags["mlflow.parentRunId"] == ensemble_parent.info.run_id
         assert member_run.data.params["train.seed"] == str(row["train.seed"])
+    assert parent.info.status == "FINISHED"
+    assert "sweep/comparison.json" in [
+        item.path for item in client.list_artifacts(parent.info.run_id, "sweep")
+    ]
     best = max(rows, key=lambda row: row["model.mean.mig.discrete_mig"])
     assert result["best"] == best["experiment"]
     assert str(client.get_model_version_by_alias("bvae-dsprites", "candidate").version) in {

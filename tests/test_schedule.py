@@ -46,7 +46,9 @@ def test_served_retrain_runs_on_its_schedule_and_lands_a_model(template, tmp_pat
             while not finished and time.monotonic() < deadline:
                 assert process.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
                 time.sleep(2)
-                finished = finished_flow_runs(api)
+                # A run that came due while the first still ran is cancelled (CANCEL_NEW, checked
+                # below): on a busy machine that one finishes first. The retrain is the other.
+                finished = [r for r in finished_flow_runs(api) if r["state"]["type"] != "CANCELLED"]
             declared = deployments(api)
             assert sorted(declared) == ["on-demand", "scheduled"]
             # At most one retrain at a time: one due while another runs is cancelled.

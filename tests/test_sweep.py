@@ -130,7 +130,8 @@ def test_every_member_has_a_report_and_the_comparison_lists_them(swept):
 def test_the_baselines_are_scored_once_and_are_a_single_evaluations(swept, tmp_path):
     """Each member's report carries the shared baselines, and they are the figures the single
     pipeline's ``evaluate`` computes for the same params."""
-    from bvae.stages.evaluate import EvaluatePaths, run_evaluate
+    from bvae.stages.evaluate import run_evaluate
+    from bvae.stages.run_files import RunFiles
 
     repo, _, _, output = swept
     assert output.count("Running stage 'sweeps/dvc.yaml:sweep-baselines'") == 1
@@ -141,8 +142,8 @@ def test_the_baselines_are_scored_once_and_are_a_single_evaluations(swept, tmp_p
         assert metrics["baselines"] == shared
         assert metrics["baselines_computed_by"] == "sweeps/baselines.json"
     params = load_params(repo / "params.yaml")
-    paths = EvaluatePaths(shards=repo / "data/shards", metrics=tmp_path / "metrics.json")
-    single = run_evaluate(params, paths, score_model=False)
+    files = RunFiles(metrics=tmp_path / "metrics.json")
+    single = run_evaluate(params, files, shards=repo / "data/shards", score_model=False)
     assert single["baselines"] == shared
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,17 +32,10 @@ from bvae.objectives import kl_per_latent, largest_mean_sd, reconstruction_nll
 from bvae.report_keys import headline_keys
 from bvae.representations import EncodedTable, pixel_baseline, torch_encoder
 from bvae.runtime import select_device
+from bvae.stages.run_files import SHARDS, RunFiles
 from bvae.stages.shared_baselines import SharedBaselines
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, kw_only=True)  # built by name: a reordered field cannot swap paths
-class EvaluatePaths:
-    shards: Path = Path("data/shards")
-    model: Path = Path("models/model.pt")
-    run_file: Path = tracking.RUN_FILE
-    metrics: Path = Path("reports/metrics.json")
 
 
 @torch.inference_mode()
@@ -154,8 +146,9 @@ def score_baselines(
 
 def run_evaluate(
     params: Params,
-    paths: EvaluatePaths = EvaluatePaths(),
+    files: RunFiles = RunFiles(),
     *,
+    shards: Path = SHARDS,
     score_model: bool = True,
     shared_baselines: SharedBaselines | None = None,
 ) -> dict:
@@ -166,9 +159,9 @@ def run_evaluate(
     """
     config = params.evaluate
     device = select_device(config.device, "evaluate.device")
-    if score_model and paths.run_file.exists():  # the figures go to this run at the end
-        tracking.check_tracking_server(tracking.read_run_file(paths.run_file).tracking_uri)
-    dataset = load_dataset(paths.shards)
+    if score_model and files.run_file.exists():  # the figures go to this run at the end
+        tracking.check_tracking_server(tracking.read_run_file(files.run_file).tracking_uri)
+    dataset = load_dataset(shards)
     if shared_baselines is not None:
         shared_baselines.check(params, dataset.manifest.digest)
     ground_truth = DSprites(dataset.images)
@@ -176,8 +169,8 @@ def run_evaluate(
     seconds: dict[str, float] = {}
     encode_seconds = [0.0]
 
-    state = read_model_file(paths.model) if score_model else None
-    model = model_from_state(state, paths.model) if state is not None else None
+    state = read_model_file(files.model) if score_model else None
+    model = model_from_state(state, files.model) if state is not None else None
     if model is not None:
         table = _encoded_table(model, ground_truth, device, config, encode_seconds)
         report["model"] = {
@@ -234,9 +227,9 @@ def run_evaluate(
             "these figures are not comparable with disentanglement_lib's or published ones: %s",
             report["protocol"]["differs_from_dlib"],
         )
-    write_json(paths.metrics, report)
-    if model is not None and paths.run_file.exists():
-        run = tracking.read_run_file(paths.run_file)
+    write_json(files.metrics, report)
+    if model is not None and files.run_file.exists():
+        run = tracking.read_run_file(files.run_file)
         log_evaluation(run, report, params.registry.selection_metric, dataset.manifest)
         tracking.set_tags(
             run,
@@ -245,7 +238,7 @@ def run_evaluate(
                 for key, value in tracking.flatten(report["protocol"], "eval.protocol.").items()
             },
         )
-        tracking.log_artifact(run, paths.metrics, "evaluation")
+        tracking.log_artifact(run, files.metrics, "evaluation")
     return report
 
 

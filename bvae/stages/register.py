@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 from bvae import tracking
@@ -24,17 +23,10 @@ from bvae.errors import MissingInput
 from bvae.fileio import file_digest, write_json
 from bvae.model_file import model_from_state, read_model_file, weights_digest
 from bvae.report_keys import HEADLINE
+from bvae.stages.run_files import RunFiles
 from bvae.tracking import registry
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, kw_only=True)  # built by name: a reordered field cannot swap paths
-class RegisterPaths:
-    model: Path = Path("models/model.pt")
-    run_file: Path = tracking.RUN_FILE
-    metrics: Path = Path("reports/metrics.json")
-    registered: Path | None = Path("models/registered.json")  # None: no record (a sweep keeps its own)
 
 
 def _is_number(value: object) -> bool:
@@ -77,15 +69,15 @@ def model_tags(config: dict) -> dict[str, object]:
     }
 
 
-def run_register(params: Params, paths: RegisterPaths = RegisterPaths()) -> registry.Registration:
+def run_register(params: Params, files: RunFiles = RunFiles()) -> registry.Registration:
     config = params.registry
-    run = tracking.read_run_file(paths.run_file)
+    run = tracking.read_run_file(files.run_file)
     if run.model_uri is None:
-        raise MissingInput(f"{paths.run_file} has no model_uri: the train stage did not finish; rerun it.")
-    report = json.loads(paths.metrics.read_text())
+        raise MissingInput(f"{files.run_file} has no model_uri: the train stage did not finish; rerun it.")
+    report = json.loads(files.metrics.read_text())
     value = lookup(report, config.selection_metric)
-    state = read_model_file(paths.model)
-    model = model_from_state(state, paths.model)
+    state = read_model_file(files.model)
+    model = model_from_state(state, files.model)
     flat_report = tracking.flatten(report)
     objective = state["config"]["objective"]
     collapsed = bool((report.get("protocol") or {}).get("collapsed", False))
@@ -98,7 +90,7 @@ def run_register(params: Params, paths: RegisterPaths = RegisterPaths()) -> regi
         "data_digest": state.get("data_digest", "unknown"),
         "data_source": registry.training_data_source(run),
         "mlflow_run_id": run.run_id,
-        "model_file_sha256": file_digest(paths.model),
+        "model_file_sha256": file_digest(files.model),
         **model_tags(state["config"]),
         **{f"metric.{name}": float(flat_report[key]) for name, key in HEADLINE.items() if key in flat_report},
     }
@@ -114,10 +106,10 @@ def run_register(params: Params, paths: RegisterPaths = RegisterPaths()) -> regi
         description=f"β-VAE ({objective['kind']}) trained by the bvae DVC pipeline",
         promote=config.promote,
     )
-    if paths.registered is None:
+    if files.registered is None:
         return result
     write_json(
-        paths.registered,
+        files.registered,
         {
             "name": result.name,
             "version": result.version,

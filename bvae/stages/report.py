@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 from bvae import tracking
@@ -17,6 +16,7 @@ from bvae.config import Params
 from bvae.errors import MissingInput
 from bvae.fileio import atomic_path
 from bvae.report import Figure, ReportInputs, render_html
+from bvae.stages.run_files import RunFiles
 
 log = logging.getLogger(__name__)
 
@@ -29,16 +29,6 @@ LEADING_FIGURES = {
     "kl_per_latent.png": "KL per latent at the end of training",
     "reconstructions.png": "Originals (top) and reconstructions (bottom)",
 }
-
-
-@dataclass(frozen=True, kw_only=True)  # built by name: a reordered field cannot swap paths
-class ReportPaths:
-    summary: Path = Path("reports/train/summary.json")
-    metrics: Path = Path("reports/metrics.json")
-    latents: Path = Path("reports/latents.json")
-    traversals: Path = Path("reports/traversals")
-    run_file: Path = tracking.RUN_FILE
-    html: Path = Path("reports/report.html")
 
 
 def _read_json(path: Path, stage: str) -> dict:
@@ -71,11 +61,11 @@ def run_link(run: tracking.RunHandle) -> str | None:
     return None
 
 
-def run_report(params: Params, paths: ReportPaths = ReportPaths()) -> Path:
-    summary = _read_json(paths.summary, "train")
-    metrics = _read_json(paths.metrics, "evaluate")
-    latents = _read_json(paths.latents, "traverse")
-    run = tracking.read_run_file(paths.run_file) if paths.run_file.exists() else None
+def run_report(params: Params, files: RunFiles = RunFiles()) -> Path:
+    summary = _read_json(files.summary, "train")
+    metrics = _read_json(files.metrics, "evaluate")
+    latents = _read_json(files.latents, "traverse")
+    run = tracking.read_run_file(files.run_file) if files.run_file.exists() else None
     dumped = params.model_dump(mode="json")
     described = {section: dumped[section] for section in REPORTED_PARAMS}  # what made this model
     flat_params = {"data.source": params.data.source, **tracking.flatten(described)}
@@ -87,15 +77,15 @@ def run_report(params: Params, paths: ReportPaths = ReportPaths()) -> Path:
         train_summary=summary,
         metrics=metrics,
         latents=latents,
-        figures=collect_figures(paths.traversals),
+        figures=collect_figures(files.traversals),
         run_link=run_link(run) if run else None,
         data_source=f"{trained_on} dSprites (data.source: {params.data.source})" if trained_on else None,
     )
-    with atomic_path(paths.html) as temporary:
+    with atomic_path(files.report) as temporary:
         temporary.write_text(render_html(inputs), encoding="utf-8")
-    log.info("wrote %s (%.1f MB, self-contained)", paths.html, paths.html.stat().st_size / 1e6)
+    log.info("wrote %s (%.1f MB, self-contained)", files.report, files.report.stat().st_size / 1e6)
     if run is not None:
-        tracking.log_artifact(run, paths.html, ARTIFACT_PATH)
-        tracking.set_tags(run, {"bvae.report": f"{ARTIFACT_PATH}/{paths.html.name}"})
-        log.info("logged to MLflow run %s as %s/%s", run.run_id, ARTIFACT_PATH, paths.html.name)
-    return paths.html
+        tracking.log_artifact(run, files.report, ARTIFACT_PATH)
+        tracking.set_tags(run, {"bvae.report": f"{ARTIFACT_PATH}/{files.report.name}"})
+        log.info("logged to MLflow run %s as %s/%s", run.run_id, ARTIFACT_PATH, files.report.name)
+    return files.report

@@ -1,6 +1,8 @@
 """Stage ``sweep-compare``: one row per member (grid values, headline figures) as
 ``sweeps/comparison.json`` (``dvc metrics show`` lists every member), a Markdown table, a CSV for
-``dvc plots`` and a chart of the selection metric against the grid; logged to the parent run.
+``dvc plots`` and a chart of the selection metric against the grid; logged to the sweep's
+parent run when this pipeline started it (under a Prefect sweep, the flow logs its whole
+comparison to the one parent run it gave).
 """
 
 from __future__ import annotations
@@ -91,11 +93,15 @@ def run_sweep_compare(params: Params, paths: SweepPaths = SweepPaths()) -> dict:
         writer.writeheader()
         writer.writerows(rows)
     save_sweep_chart(paths.comparison_chart, rows, grid_keys, selection)
+    log.info("best member by %s: %s", selection, best)
+    if read_sweep(paths).get("parent_run_given"):
+        # One parent run per sweep: the Prefect sweep that gave it compares all its points there.
+        log.info("the comparison is logged by the owner of the parent run, not here")
+        return metrics
     parent = tracking.read_run_file(paths.train / PARENT_RUN_FILE)
     tracking.log_table(parent, {key: [row[key] for row in rows] for key in rows[0]}, "sweep/comparison.json")
     for path in (paths.comparison_markdown, paths.comparison_chart):
         tracking.log_artifact(parent, path, "sweep")
     tracking.log_metrics(parent, {f"best.{selection}": float(best_row[selection])})
     tracking.set_tags(parent, {"bvae.best_member": best})
-    log.info("best member by %s: %s", selection, best)
     return metrics

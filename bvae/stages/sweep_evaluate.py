@@ -17,62 +17,29 @@ import torch
 from bvae.config import Params, ParamsError
 from bvae.data.shards import read_manifest
 from bvae.fileio import atomic_path
-from bvae.stages.evaluate import EvaluatePaths, run_evaluate
-from bvae.stages.report import ReportPaths, run_report
+from bvae.stages.evaluate import run_evaluate
+from bvae.stages.report import run_report
+from bvae.stages.run_files import RunFiles
 from bvae.stages.shared_baselines import SharedBaselines, read_shared_baselines
-from bvae.stages.sweep_files import SweepPaths, member_train_paths, read_sweep
-from bvae.stages.traverse import TraversePaths, run_traverse
+from bvae.stages.sweep_files import SweepPaths, read_sweep
+from bvae.stages.traverse import run_traverse
 from bvae.sweep import sweep_members
 
 log = logging.getLogger(__name__)
 
 
 def _inspect_member(
-    params_json: dict,
-    name: str,
-    train_folder: str,
-    shards: str,
-    out: str,
-    threads: int,
-    baselines: SharedBaselines,
+    params_json: dict, name: str, files: RunFiles, shards: Path, threads: int, baselines: SharedBaselines
 ) -> str:
-    """Evaluate, traverse and report one member (a worker process): the single stages' code."""
+    """Evaluate, traverse and report one member (a worker process): the single stages' code
+    on the member's files."""
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(name)s: %(message)s", force=True)
     params = Params.model_validate(params_json)
-    trained = member_train_paths(Path(train_folder), name)
-    folder = Path(out) / name
-    folder.mkdir(parents=True, exist_ok=True)
-    metrics = folder / "metrics.json"
-    run_evaluate(
-        params,
-        EvaluatePaths(shards=Path(shards), model=trained.model, run_file=trained.run_file, metrics=metrics),
-        shared_baselines=baselines,
-    )
-    traversals = folder / "traversals"
-    run_traverse(
-        params,
-        TraversePaths(
-            shards=Path(shards),
-            model=trained.model,
-            run_file=trained.run_file,
-            curves=trained.curves,
-            out_dir=traversals,
-            latents=folder / "latents.json",
-            latents_markdown=folder / "latents.md",
-        ),
-    )
-    run_report(
-        params,
-        ReportPaths(
-            summary=trained.summary,
-            metrics=metrics,
-            latents=folder / "latents.json",
-            traversals=traversals,
-            run_file=trained.run_file,
-            html=folder / "report.html",
-        ),
-    )
+    files.report.parent.mkdir(parents=True, exist_ok=True)
+    run_evaluate(params, files, shards=shards, shared_baselines=baselines)
+    run_traverse(params, files, shards=shards)
+    run_report(params, files)
     return name
 
 
@@ -97,9 +64,8 @@ def run_sweep_evaluate(params: Params, paths: SweepPaths = SweepPaths()) -> list
             name: (
                 by_name[name].params.model_dump(mode="json"),
                 name,
-                str(paths.train),
-                str(paths.shards),
-                str(staging),
+                paths.member(name, members=staging),
+                paths.shards,
                 threads,
                 baselines,
             )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bvae.errors import MissingInput
-from bvae.stages.run_files import TrainFiles
+from bvae.stages.run_files import SHARDS, RunFiles
 
 SWEEP_FILE = "sweep.json"  # in sweeps/train/: the members, their points and MLflow runs
 PARENT_RUN_FILE = "mlflow_run.json"  # in sweeps/train/: the sweep's parent MLflow run
@@ -15,7 +15,7 @@ PARENT_RUN_FILE = "mlflow_run.json"  # in sweeps/train/: the sweep's parent MLfl
 
 @dataclass(frozen=True, kw_only=True)  # built by name: a reordered field cannot swap paths
 class SweepPaths:
-    shards: Path = Path("data/shards")
+    shards: Path = SHARDS
     train: Path = Path("sweeps/train")
     baselines: Path = Path("sweeps/baselines.json")
     checkpoint: Path = Path("sweeps/checkpoint.pt")
@@ -26,10 +26,10 @@ class SweepPaths:
     comparison_chart: Path = Path("sweeps/comparison.png")
     registered: Path = Path("sweeps/registered.json")
 
-
-def member_train_paths(train_folder: Path, name: str) -> TrainFiles:
-    """A member's training files: a single run's, in ``<train_folder>/<name>/``."""
-    return TrainFiles.in_folder(Path(train_folder) / name)
+    def member(self, name: str, *, train: Path | None = None, members: Path | None = None) -> RunFiles:
+        """A member's files (:meth:`RunFiles.member`). ``train`` / ``members``: the staging
+        folder that stands in for ``self.train`` / ``self.members`` while a stage writes it."""
+        return RunFiles.member(name, trained_in=train or self.train, inspected_in=members or self.members)
 
 
 def read_sweep(paths: SweepPaths) -> dict:

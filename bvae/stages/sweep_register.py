@@ -10,8 +10,8 @@ import logging
 
 from bvae.config import Params
 from bvae.fileio import write_json
-from bvae.stages.register import RegisterPaths, run_register
-from bvae.stages.sweep_files import SweepPaths, member_train_paths
+from bvae.stages.register import run_register
+from bvae.stages.sweep_files import SweepPaths
 from bvae.tracking.registry import promote
 
 log = logging.getLogger(__name__)
@@ -24,16 +24,7 @@ def run_sweep_register(params: Params, paths: SweepPaths = SweepPaths()) -> dict
     candidates = params.registry.model_copy(update={"promote": False})
     registrations = {}
     for name in comparison["members"]:
-        trained = member_train_paths(paths.train, name)
-        registration = run_register(
-            params.model_copy(update={"registry": candidates}),
-            RegisterPaths(
-                model=trained.model,
-                run_file=trained.run_file,
-                metrics=paths.members / name / "metrics.json",
-                registered=None,
-            ),
-        )
+        registration = run_register(params.model_copy(update={"registry": candidates}), paths.member(name))
         registrations[name] = registration
     best = comparison["best"]
     versions = {name: registration.version for name, registration in registrations.items()}

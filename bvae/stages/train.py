@@ -38,8 +38,8 @@ from bvae.data.shards import load_dataset
 from bvae.fileio import atomic_path, write_json
 from bvae.model_file import save_model_file
 from bvae.runtime import Runtime
-from bvae.stages.run_files import TrainFiles
-from bvae.stages.sweep_files import PARENT_RUN_FILE, SWEEP_FILE, SweepPaths, member_train_paths
+from bvae.stages.run_files import SHARDS, RunFiles
+from bvae.stages.sweep_files import PARENT_RUN_FILE, SWEEP_FILE, SweepPaths
 from bvae.sweep import sweep_members
 from bvae.tracking.flavour import log_torch_model
 from bvae.training import Member, Trainer
@@ -50,11 +50,7 @@ log = logging.getLogger(__name__)
 ACTIVE_KL_NATS = 0.1
 
 
-@dataclass(frozen=True, kw_only=True)  # built by name: a reordered field cannot swap paths
-class TrainPaths:
-    shards: Path = Path("data/shards")
-    checkpoint: Path = Path("models/checkpoint.pt")
-    files: TrainFiles = TrainFiles()
+CHECKPOINT = Path("models/checkpoint.pt")  # the resumable state: not a DVC output (a killed run resumes)
 
 
 @dataclass(frozen=True)
@@ -66,16 +62,19 @@ class MemberRun:
     tags: dict[str, str] = field(default_factory=dict)
     # Known before training (a single run's): the run file is written as the run starts and
     # the curves at every checkpoint. A sweep member's files appear only at the end.
-    files: TrainFiles | None = None
+    files: RunFiles | None = None
 
 
 @dataclass(frozen=True)
 class ParentRun:
-    """A sweep's parent MLflow run."""
+    """A sweep's parent MLflow run: started here, or ``given`` (its id, from whoever started the
+    sweep: a Prefect sweep's one parent run). A given run is only read: its members nest under
+    it, and its owner logs to it and ends it."""
 
     params: dict
     tags: dict[str, str]
     name: str
+    given: str | None = None
 
 
 def write_curves(rows: list[dict[str, float]], path: Path) -> None:
@@ -158,6 +157,7 @@ class TrackedTraining:
             log.info("resuming %sfrom %s at step %d", how_many, checkpoint, trainer.step)
         self._log_start(params)
         self.parent, self.runs = None, [None] * len(members)
+        self.owns_parent = parent is not None and parent.given is None
         if self.world.is_main:
             self.parent, self.runs = self._start_runs(params, parent, state, shards)
         logged = state["logged_rows"] if state else [0] * len(members)
@@ -193,7 +193,9 @@ class TrackedTraining:
         manifest = self.dataset.manifest
         experiment = params.tracking.experiment
         parent = None
-        if parent_spec is not None:
+        if parent_spec is not None and parent_spec.given:
+            parent = tracking.existing_run(parent_spec.given)
+        elif parent_spec is not None:
             parent = tracking.start_run(
                 experiment,
                 parent_spec.params,
@@ -266,14 +268,14 @@ class TrackedTraining:
         self.seconds = time.perf_counter() - started
 
     # -- outputs ----------------------------------------------------------------------------
-    def write_outputs(self, files: list[TrainFiles], **extra) -> list[dict]:
+    def write_outputs(self, files: list[RunFiles], **extra) -> list[dict]:
         """Each member's model file, curves and summary: the result, whatever MLflow does
         next. ``extra`` goes into every summary. Other ranks than 0 write nothing."""
         if not self.world.is_main:
             return []
         return [self._write_member(k, member_files, extra) for k, member_files in enumerate(files)]
 
-    def _write_member(self, k: int, files: TrainFiles, extra: dict) -> dict:
+    def _write_member(self, k: int, files: RunFiles, extra: dict) -> dict:
         trainer, history = self.trainer, self.trainer.histories[k]
         model = trainer.models[k]
         # Back to the standard layout: what we save and export must not depend on channels_last.
@@ -306,7 +308,7 @@ class TrackedTraining:
         write_json(files.summary, summary)
         return summary
 
-    def log_outputs(self, files: list[TrainFiles], summaries: list[dict]) -> None:
+    def log_outputs(self, files: list[RunFiles], summaries: list[dict]) -> None:
         """Log each member's final figures, model and files to its run and end it (then the
         parent's). A lost server: the runs are marked FAILED and the error says how to retry."""
         if not self.world.is_main:
@@ -316,7 +318,7 @@ class TrackedTraining:
                 if self.curves[k].lost is not None:
                     raise self.curves[k].lost
                 self._log_member(k, member_files, summary)
-            if self.parent is not None:
+            if self.owns_parent:
                 tracking.log_metrics(
                     self.parent, {"train_seconds": self.seconds, "members": float(self.trainer.size)}
                 )
@@ -334,7 +336,7 @@ class TrackedTraining:
                 "training again."
             ) from None
 
-    def _log_member(self, k: int, files: TrainFiles, summary: dict) -> None:
+    def _log_member(self, k: int, files: RunFiles, summary: dict) -> None:
         run, model = self.runs[k], self.trainer.models[k]
         figures = {
             "final_" + key: value
@@ -374,7 +376,7 @@ class TrackedTraining:
     def __exit__(self, kind, error, traceback) -> None:
         if error is not None:
             status = "FAILED" if isinstance(error, Exception) else "KILLED"
-            for run in (*self.runs, self.parent):
+            for run in (*self.runs, self.parent if self.owns_parent else None):
                 if run is not None:
                     end_run_if_possible(run, status)
             return
@@ -387,7 +389,13 @@ class TrackedTraining:
 
 
 def run_train(
-    params: Params, paths: TrainPaths = TrainPaths(), *, fresh: bool = False, show_progress: bool = True
+    params: Params,
+    files: RunFiles = RunFiles(),
+    *,
+    shards: Path = SHARDS,
+    checkpoint: Path = CHECKPOINT,
+    fresh: bool = False,
+    show_progress: bool = True,
 ) -> dict:
     """Stage ``train``: one model (under ``torchrun``, one model on every rank). Returns its
     summary (other ranks: an empty dict). ``fresh`` forgets the checkpoint first."""
@@ -397,16 +405,16 @@ def run_train(
     if world.is_main:
         tracking.check_tracking_server()
     if fresh and world.is_main:
-        remove_checkpoint(paths.checkpoint)
-    dataset = load_dataset(paths.shards, show_progress=show_progress and world.is_main)
+        remove_checkpoint(checkpoint)
+    dataset = load_dataset(shards, show_progress=show_progress and world.is_main)
     try:
-        member = MemberRun(params, files=paths.files)
+        member = MemberRun(params, files=files)
         with TrackedTraining(
-            params, [member], runtime, dataset, paths.checkpoint, paths.shards, show_progress=show_progress
+            params, [member], runtime, dataset, checkpoint, shards, show_progress=show_progress
         ) as training:
             training.train()
-            summaries = training.write_outputs([paths.files])
-            training.log_outputs([paths.files], summaries)
+            summaries = training.write_outputs([files])
+            training.log_outputs([files], summaries)
         return summaries[0] if summaries else {}
     finally:
         distributed.shutdown()
@@ -418,9 +426,10 @@ def run_sweep_train(
     """Stage ``sweep-train`` (``sweeps/dvc.yaml``): ``sweep.grid`` trained as one ensemble.
 
     Every member gets a single run's files in ``sweeps/train/<member>/`` (the folder is
-    replaced as a whole) and a child MLflow run under one parent run for the sweep;
-    ``sweeps/checkpoint.pt`` lets a killed run resume every member. Returns the summaries by
-    member name."""
+    replaced as a whole) and a child MLflow run under one parent run for the sweep: this
+    stage's, or the one ``BVAE_MLFLOW_PARENT_RUN_ID`` names (a Prefect sweep's: one parent for
+    the whole sweep, ensembles and single points alike). ``sweeps/checkpoint.pt`` lets a killed
+    run resume every member. Returns the summaries by member name."""
     members = sweep_members(params)
     runtime = runtimes.decide(params.train, params.model, len(members), params.sweep.mechanism)
     tracking.check_tracking_server()
@@ -441,6 +450,7 @@ def run_sweep_train(
             "data_source": dataset.manifest.source,
         },
         name=name,
+        given=os.environ.get(tracking.PARENT_RUN_ENV) or None,
     )
     runs = [
         MemberRun(m.params, name=m.name, tags={"bvae.sweep": name, "bvae.sweep_member": m.name})
@@ -452,13 +462,18 @@ def run_sweep_train(
         training.train()
         with atomic_path(paths.train, directory=True) as staging:
             summaries = training.write_outputs(
-                [member_train_paths(staging, m.name) for m in members], ensemble_members=len(members)
+                [paths.member(m.name, train=staging) for m in members], ensemble_members=len(members)
             )
             entries = [
                 {"name": m.name, "point": m.point, "run_id": run.run_id, "experiment_id": run.experiment_id}
                 for m, run in zip(members, training.runs, strict=True)
             ]
-            write_json(staging / SWEEP_FILE, {"parent_run_id": training.parent.run_id, "members": entries})
+            record = {
+                "parent_run_id": training.parent.run_id,
+                "parent_run_given": parent.given is not None,  # then its owner compares the sweep
+                "members": entries,
+            }
+            write_json(staging / SWEEP_FILE, record)
             tracking.write_run_file(training.parent, staging / PARENT_RUN_FILE)
-        training.log_outputs([member_train_paths(paths.train, m.name) for m in members], summaries)
+        training.log_outputs([paths.member(m.name) for m in members], summaries)
     return {m.name: summary for m, summary in zip(members, summaries, strict=True)}

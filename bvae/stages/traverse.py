@@ -10,7 +10,6 @@ factor table. Every image goes into the training's MLflow run under ``traversals
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,19 +25,9 @@ from bvae.model_file import load_model
 from bvae.models import BetaVAE
 from bvae.representations import torch_encoder
 from bvae.runtime import select_device
+from bvae.stages.run_files import SHARDS, RunFiles
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, kw_only=True)  # built by name: a reordered field cannot swap paths
-class TraversePaths:
-    shards: Path = Path("data/shards")
-    model: Path = Path("models/model.pt")
-    run_file: Path = tracking.RUN_FILE
-    curves: Path = Path("reports/train/curves.csv")
-    out_dir: Path = Path("reports/traversals")
-    latents: Path = Path("reports/latents.json")
-    latents_markdown: Path = Path("reports/latents.md")
 
 
 def torch_decoder(model: BetaVAE, device: torch.device) -> traversal.Decoder:
@@ -133,22 +122,23 @@ def render_reports(
 
 def run_traverse(
     params: Params,
-    paths: TraversePaths = TraversePaths(),
-    model: BetaVAE | None = None,
+    files: RunFiles = RunFiles(),
     *,
+    shards: Path = SHARDS,
+    model: BetaVAE | None = None,
     force: bool = False,
 ) -> dict:
     config = params.traverse
-    check_output_folder(paths.out_dir, force=force)  # these two before the data load
+    check_output_folder(files.traversals, force=force)  # these two before the data load
     device = select_device(config.device, "traverse.device")
-    if paths.run_file.exists():  # the images go to this run at the end
-        tracking.check_tracking_server(tracking.read_run_file(paths.run_file).tracking_uri)
-    data = DSprites(load_dataset(paths.shards).images)
-    model = model or load_model(paths.model)
-    with atomic_path(paths.out_dir, directory=True, force=force) as staging:
-        report = render_reports(model, data, config, staging, paths.curves, device)
-    write_json(paths.latents, report)
-    with atomic_path(paths.latents_markdown) as temporary:
+    if files.run_file.exists():  # the images go to this run at the end
+        tracking.check_tracking_server(tracking.read_run_file(files.run_file).tracking_uri)
+    data = DSprites(load_dataset(shards).images)
+    model = model or load_model(files.model)
+    with atomic_path(files.traversals, directory=True, force=force) as staging:
+        report = render_reports(model, data, config, staging, files.curves, device)
+    write_json(files.latents, report)
+    with atomic_path(files.latents_markdown) as temporary:
         temporary.write_text(
             traversal.latent_table_markdown(report["latents"], config.entangled_share, report["collapsed"])
         )
@@ -163,10 +153,10 @@ def run_traverse(
     log.info("%s", traversal.summary_line(report["summary"]))
     if report["collapsed"]:
         log.warning("%s", traversal.COLLAPSED_NOTE)
-    if paths.run_file.exists():
-        run = tracking.read_run_file(paths.run_file)
-        tracking.log_artifacts(run, paths.out_dir, "traversals")
-        for path in (paths.latents, paths.latents_markdown):
+    if files.run_file.exists():
+        run = tracking.read_run_file(files.run_file)
+        tracking.log_artifacts(run, files.traversals, "traversals")
+        for path in (files.latents, files.latents_markdown):
             tracking.log_artifact(run, path, "traversals")
         log.info("images logged to MLflow run %s under traversals/", run.run_id)
     return report

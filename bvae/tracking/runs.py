@@ -144,6 +144,16 @@ def set_tags(run: RunHandle, tags: Mapping[str, str]) -> None:
         client.set_tag(run.run_id, key, value)
 
 
+def existing_run(run_id: str, uri: str | None = None) -> RunHandle:
+    """A handle on a run someone else started and ends (a Prefect sweep's parent run): reading
+    it changes nothing on it."""
+    uri = uri or tracking_uri()
+    check_tracking_server(uri)
+    with server_calls(uri, f"reading run {run_id}"):
+        run = _client(uri).get_run(run_id)
+    return RunHandle(run_id, run.info.experiment_id, uri)
+
+
 def adopt_child(parent: RunHandle, run_id: str) -> None:
     """Nest ``run_id`` under ``parent`` unless it already has a parent run."""
     client = _client(parent.tracking_uri)
