@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bvae.config import Params, ParamsError, params_from_mapping
+from bvae.report_keys import headline_keys
 
 # Short names in member names (``beta4-seed0``); other keys go by their last part.
 SHORT_NAMES = {
@@ -75,6 +76,26 @@ def sweep_members(params: Params) -> list[SweepMember]:
         member_params = params_from_mapping(apply_point(base, point), f"params.yaml with sweep member {name}")
         members.append(SweepMember(name, point, member_params))
     return members
+
+
+def comparison_rows(
+    points: Sequence[tuple[str, Mapping[str, Any], Mapping[str, Any]]],
+    selection_metric: str,
+    name_column: str = "member",
+) -> list[dict[str, Any]]:
+    """The one comparison of a sweep, for the sweep pipeline and the Prefect sweep alike: a row
+    per ``(name, grid values, flat figures)`` point with the headline figures any point has,
+    the selection metric first (``None`` where a point lacks one: it failed, or its evaluate
+    config skips that metric). Each caller appends its own columns (runs, versions, status)."""
+    keys = [
+        key
+        for key in headline_keys(selection_metric)
+        if key == selection_metric or any(key in figures for _, _, figures in points)
+    ]
+    return [
+        {name_column: name, **grid_values, **{key: figures.get(key) for key in keys}}
+        for name, grid_values, figures in points
+    ]
 
 
 def best_member(rows: Sequence[Mapping[str, Any]], selection_metric: str) -> Mapping[str, Any] | None:

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bvae.report_keys import HEADLINE
+from bvae.sweep import comparison_rows
 from bvae.tables import MISSING, markdown_table
 from bvae.tracking import flatten, ui_page
 
@@ -91,24 +92,19 @@ def report_link(base: str, experiment_id: str | None, run_id: str | None) -> str
     return f"[report.html]({ui_page(base, experiment_id, run_id, 'artifacts/report/report.html')})"
 
 
-def comparison_rows(points: Sequence[Mapping[str, Any]], selection_metric: str) -> list[dict[str, Any]]:
-    """One row per sweep point: its overrides, its selection metric, its registry version."""
-    rows = []
-    for point in points:
-        flat = flatten(point.get("metrics") or {})
+def point_rows(points: Sequence[Mapping[str, Any]], selection_metric: str) -> list[dict[str, Any]]:
+    """One row per sweep point (:func:`bvae.sweep.comparison_rows`), with its registry
+    version, MLflow run, status and worker."""
+    compared = [(p["name"], p["grid_values"], flatten(p.get("metrics") or {})) for p in points]
+    rows = comparison_rows(compared, selection_metric, name_column="experiment")
+    for row, point in zip(rows, points, strict=True):
         registration = point.get("registration") or {}
-        rows.append(
-            {
-                "experiment": point["name"],
-                **point["grid_values"],
-                selection_metric: flat.get(selection_metric),
-                "mig": flat.get(HEADLINE["mig"]),
-                "version": registration.get("version"),
-                "mlflow_run_id": registration.get("mlflow_run_id"),
-                "mlflow_experiment_id": registration.get("mlflow_experiment_id"),
-                "status": point.get("status", "completed"),
-                "worker": point.get("worker"),
-            }
+        row.update(
+            version=registration.get("version"),
+            mlflow_run_id=registration.get("mlflow_run_id"),
+            mlflow_experiment_id=registration.get("mlflow_experiment_id"),
+            status=point.get("status", "completed"),
+            worker=point.get("worker"),
         )
     return rows
 
@@ -128,7 +124,7 @@ def sweep_markdown(
             f"`{row['experiment']}`" + (" ★" if row["experiment"] == best else ""),
             *(row.get(key) for key in grid_keys),
             row.get(selection_metric),
-            row.get("mig"),
+            row.get(HEADLINE["mig"]),
             str(row.get("version") or MISSING),
             run_link(ui_base, row.get("mlflow_experiment_id"), row.get("mlflow_run_id")),
             str(row.get("status")),

@@ -39,7 +39,7 @@ from bvae.overrides import validate_overrides
 from bvae.sweep import best_member, expand_grid
 from bvae.tracking import registry
 from flows.experiments import Experiment
-from flows.report import comparison_rows, mlflow_ui_base, sweep_markdown
+from flows.report import mlflow_ui_base, point_rows, sweep_markdown
 from flows.retrain import experiment_name
 from flows.runners import RunnerChoice, choose_runner, task_runner
 from flows.tasks import EXPERIMENT_LIMIT, default_slots, ensure_limit, gpu_count, run_pipeline
@@ -279,7 +279,7 @@ def _run_points(
 def _compare_and_promote(name: str, grid, outcomes, params, parent, mlflow_ui: str | None):
     """The comparison table (Prefect artifact, MLflow table) and the gate for the best point."""
     selection_metric = params.registry.selection_metric
-    rows = comparison_rows(outcomes, selection_metric)
+    rows = point_rows(outcomes, selection_metric)
     best_row = best_member([row for row in rows if row["status"] == "completed"], selection_metric)
     promotion = None
     if best_row is not None and best_row["version"] is not None:

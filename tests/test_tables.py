@@ -44,9 +44,23 @@ def test_a_missing_figure_is_the_same_dash_in_the_sweep_and_the_flow_tables():
     ]
     compared = comparison_markdown(rows, "model.mean.mig.discrete_mig", "beta1")
     assert "| beta1 ★ | 1 | 0.2 | 3 |" in compared and f"| beta4 | 4 | {MISSING} | 0 |" in compared
-    flow_rows = [
-        {"experiment": "s-0", "objective.beta": 4.0, "mig": None, "version": None, "status": "failed"}
-    ]
+    flow_rows = [{"experiment": "s-0", "objective.beta": 4.0, "version": None, "status": "failed"}]
     shown = sweep_markdown("s", flow_rows, ["objective.beta"], "mig", None, None, "http://ui")
     assert f"| `s-0` | 4 | {MISSING} | {MISSING} | {MISSING} | {MISSING} | failed |" in shown
     assert "None" not in compared + shown
+
+
+def test_the_sweep_pipeline_and_the_flow_compare_points_with_one_function():
+    from bvae.sweep import best_member, comparison_rows
+
+    selection = "model.mean.mig.discrete_mig"
+    points = [
+        ("a", {"train.seed": 0}, {selection: 0.2, "heldout.kl_nats": 3.0, "seconds.mig": 1.0}),
+        ("b", {"train.seed": 1}, {}),  # a failed point: its figures are missing, not dropped
+    ]
+    rows = comparison_rows(points, selection, name_column="experiment")
+    assert rows == [
+        {"experiment": "a", "train.seed": 0, selection: 0.2, "heldout.kl_nats": 3.0},
+        {"experiment": "b", "train.seed": 1, selection: None, "heldout.kl_nats": None},
+    ]
+    assert best_member(rows, selection)["experiment"] == "a"

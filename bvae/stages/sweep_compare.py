@@ -17,37 +17,26 @@ from bvae.config import Params
 from bvae.errors import MissingInput
 from bvae.figures import save_sweep_chart
 from bvae.fileio import atomic_path, write_json
-from bvae.report_keys import headline_keys
 from bvae.stages.sweep_files import PARENT_RUN_FILE, SweepPaths, read_sweep
-from bvae.sweep import best_member
+from bvae.sweep import best_member, comparison_rows
 from bvae.tables import markdown_table
 
 log = logging.getLogger(__name__)
 
 
-def comparison_rows(params: Params, paths: SweepPaths) -> list[dict]:
-    """One row per member: its grid values, then its headline figures (selection first)."""
+def member_rows(params: Params, paths: SweepPaths) -> list[dict]:
+    """One row per member (:func:`bvae.sweep.comparison_rows`), with its active latents and
+    MLflow run."""
     entries = read_sweep(paths)["members"]
-    figures = {
-        entry["name"]: tracking.flatten(
-            json.loads((paths.members / entry["name"] / "metrics.json").read_text())
-        )
-        for entry in entries
-    }
-    # the headline figures this evaluate config computes (a smoke test may compute one)
-    keys = [
-        key
-        for key in headline_keys(params.registry.selection_metric)
-        if any(key in f for f in figures.values())
-    ]
-    rows = []
+    points = []
     for entry in entries:
-        summary = json.loads((paths.train / entry["name"] / "summary.json").read_text())
-        row = {"member": entry["name"], **entry["point"]}
-        row.update({key: figures[entry["name"]].get(key) for key in keys})
+        figures = json.loads(paths.member(entry["name"]).metrics.read_text())
+        points.append((entry["name"], entry["point"], tracking.flatten(figures)))
+    rows = comparison_rows(points, params.registry.selection_metric)
+    for row, entry in zip(rows, entries, strict=True):
+        summary = json.loads(paths.member(entry["name"]).summary.read_text())
         row["train.active_latents"] = summary["active_latents"]
         row["mlflow_run_id"] = entry["run_id"]
-        rows.append(row)
     return rows
 
 
@@ -71,7 +60,7 @@ def comparison_markdown(rows: list[dict], selection_metric: str, best: str) -> s
 def run_sweep_compare(params: Params, paths: SweepPaths = SweepPaths()) -> dict:
     """The table and chart across members; logged to the sweep's parent run."""
     selection = params.registry.selection_metric
-    rows = comparison_rows(params, paths)
+    rows = member_rows(params, paths)
     best_row = best_member(rows, selection)
     if best_row is None:
         raise MissingInput(f"no sweep member has a finite {selection}: nothing to compare or promote")
