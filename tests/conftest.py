@@ -41,26 +41,26 @@ if _WORKERS > 1:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
 
-# Seconds each module took in a two-worker `.ci/run` (junit, 2026-12-02, commit 6d55ed2).
+# Seconds each module took in a two-worker `.ci/run` (junit, 2026-12-02, commit d2f2840).
 # pytest-xdist hands out whole modules (--dist loadfile) in collection order, so the longest
 # go first and the short ones fill in at the end, instead of one long module running alone
 # while the other worker idles.
 MODULE_SECONDS = {
-    "test_flows": 567,
-    "test_sweep": 207,
-    "test_remote": 201,
-    "test_pipeline": 182,
-    "test_registry": 156,
-    "test_schedule": 147,
-    "test_training": 130,
-    "test_shared_tracking": 123,
-    "test_distributed": 96,
-    "test_metrics": 86,
-    "test_ensemble": 83,
-    "test_shards": 53,
-    "test_servers": 52,
-    "test_download": 50,
-    "test_tracking_lost": 31,
+    "test_flows": 529,
+    "test_sweep": 248,
+    "test_remote": 224,
+    "test_pipeline": 192,
+    "test_shared_tracking": 159,
+    "test_schedule": 144,
+    "test_registry": 143,
+    "test_training": 142,
+    "test_servers": 91,
+    "test_distributed": 90,
+    "test_metrics": 81,
+    "test_ensemble": 73,
+    "test_shards": 40,
+    "test_download": 32,
+    "test_tracking_lost": 22,
 }
 
 

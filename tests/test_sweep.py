@@ -1,8 +1,8 @@
-"""The sweep pipeline through the real CLI: a 2×2 grid as one ensemble, through DVC.
+"""The sweep pipeline through the real CLI: a two-key grid (two members) as one ensemble, through DVC.
 
 One project (``swept``): ``bvae sweep-train`` is killed with SIGKILL after a checkpoint, then
 ``dvc exp run sweeps/dvc.yaml`` resumes it and runs every stage. The tests check what a user
-sees: the resumed weights, a parent and four child MLflow runs, a report per member, the
+sees: the resumed weights, a parent and a child MLflow run per member, a report per member, the
 baselines scored once for all, the comparison in ``dvc metrics show``, the best member
 promoted, a no-op rerun, and the outputs through a DVC remote into a fresh clone.
 """
@@ -22,8 +22,10 @@ from tests.helpers import commit_all, derived_project, kill_at_a_checkpoint, run
 
 pytestmark = pytest.mark.slow
 
-GRID = {"objective.beta": [1.0, 4.0], "train.seed": [0, 1]}
-MEMBERS = ["beta1-seed0", "beta1-seed1", "beta4-seed0", "beta4-seed1"]
+# Two keys, two members: what the tests prove holds for every member, and each member costs
+# ~25 s of evaluate, traverse and report on a 2-core CI machine.
+GRID = {"objective.beta": [1.0, 4.0], "train.seed": [1]}
+MEMBERS = ["beta1-seed1", "beta4-seed1"]
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +52,7 @@ def swept(template, tmp_path_factory):
 def test_a_killed_sweep_resumes_every_member_to_the_uninterrupted_weights(swept, full_dataset):
     repo, _, killed_at, output = swept
     assert killed_at in (20, 40)
-    assert f"resuming 4 members from sweeps/checkpoint.pt at step {killed_at}" in output
+    assert f"resuming {len(MEMBERS)} members from sweeps/checkpoint.pt at step {killed_at}" in output
 
     # Every member has the weights of an uninterrupted ensemble (to the bit: same operations).
     from bvae.training import Member, Trainer
@@ -112,7 +114,7 @@ def test_the_sweep_logs_a_parent_run_and_a_single_runs_contents_per_member(swept
     champion = client.get_model_version_by_alias("bvae-dsprites", "champion")
     assert str(champion.version) == registered["versions"][comparison["best"]]
     assert champion.run_id == children[comparison["best"]].info.run_id
-    assert len(registered["versions"]) == 4
+    assert len(registered["versions"]) == len(MEMBERS)
 
 
 def test_every_member_has_a_report_and_the_comparison_lists_them(swept):
