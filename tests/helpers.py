@@ -28,10 +28,11 @@ def copy_repository(destination: Path) -> Path:
         source = REPO_ROOT / name
         # No lock file: a copy has not run its pipelines (a dvc.lock would name outputs that
         # neither the copy nor its remote has, and `dvc pull` would fail on them). No results/:
-        # no pipeline reads them, and the GPU recipes' .dvc file names data no copy has.
+        # no pipeline reads them, and the GPU recipes' .dvc file names data no copy has. No
+        # registry record: it names versions in this checkout's registry, not the copy's.
         if (
             not source.is_file()
-            or Path(name).name == "dvc.lock"
+            or Path(name).name in ("dvc.lock", "registered.json")
             or name.startswith(("data/", "models/", "reports/", "results/"))
         ):
             continue

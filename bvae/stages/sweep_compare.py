@@ -24,10 +24,9 @@ from bvae.tables import markdown_table
 log = logging.getLogger(__name__)
 
 
-def member_rows(params: Params, paths: SweepPaths) -> list[dict]:
-    """One row per member (:func:`bvae.sweep.comparison_rows`), with its active latents and
-    MLflow run."""
-    entries = read_sweep(paths)["members"]
+def member_rows(params: Params, paths: SweepPaths, entries: list[dict]) -> list[dict]:
+    """One row per member of ``sweep.json`` (:func:`bvae.sweep.comparison_rows`), with its
+    active latents and MLflow run."""
     points = []
     for entry in entries:
         figures = json.loads(paths.member(entry["name"]).metrics.read_text())
@@ -60,7 +59,8 @@ def comparison_markdown(rows: list[dict], selection_metric: str, best: str) -> s
 def run_sweep_compare(params: Params, paths: SweepPaths = SweepPaths()) -> dict:
     """The table and chart across members; logged to the sweep's parent run."""
     selection = params.registry.selection_metric
-    rows = member_rows(params, paths)
+    sweep = read_sweep(paths)
+    rows = member_rows(params, paths, sweep["members"])
     best_row = best_member(rows, selection)
     if best_row is None:
         raise MissingInput(f"no sweep member has a finite {selection}: nothing to compare or promote")
@@ -83,7 +83,7 @@ def run_sweep_compare(params: Params, paths: SweepPaths = SweepPaths()) -> dict:
         writer.writerows(rows)
     save_sweep_chart(paths.comparison_chart, rows, grid_keys, selection)
     log.info("best member by %s: %s", selection, best)
-    if read_sweep(paths).get("parent_run_given"):
+    if sweep.get("parent_run_given"):
         # One parent run per sweep: the Prefect sweep that gave it compares all its points there.
         log.info("the comparison is logged by the owner of the parent run, not here")
         return metrics
