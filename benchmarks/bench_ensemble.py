@@ -10,8 +10,12 @@ GPU machine that lacks it). No MLflow, Prefect or DVC. For every architecture an
 
 - ``sequential``: K single runs (``bvae.training.Trainer``), one after another (K = 1 only
   once per setting: it is the same for every K);
-- ``ensemble``: one ``Trainer`` of K members per mechanism (vmap | loop) and compile
+- ``ensemble``: one ``Trainer`` of K members per mechanism (loop | vmap | bmm) and compile
   setting.
+
+``--profile`` then profiles the fastest setting at its K (``torch.profiler``, eager: CUDA
+graphs and compile off, so that every kernel shows by name) and writes the top kernels by
+self time to ``profile.txt`` in ``--out``.
 
 Each timing is the median of ``--repeats`` windows of ``--steps`` steps after ``--warmup``
 steps (compilation happens there). Reports member-steps/s (K × steps/s), the speed-up over
@@ -104,7 +108,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--images", type=int, default=65536, help="images rendered (spread over the grid)")
-    parser.add_argument("--out", type=Path, help="folder for results.json")
+    parser.add_argument("--out", type=Path, help="folder for results.json (and profile.txt)")
+    parser.add_argument("--profile", action="store_true", help="profile the fastest setting's kernels")
     args = parser.parse_args()
     if args.device == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
@@ -174,6 +179,42 @@ def main() -> None:
                     print(json.dumps(results[-1]), flush=True)
                     write_report(args, results)
     write_report(args, results, show=True)
+    if args.profile:
+        profile_fastest(args, results, data, total_steps)
+
+
+def profile_fastest(args, results: list[dict], data: torch.Tensor, total_steps: int) -> None:
+    """The top kernels of the fastest ensemble row (member-steps/s), eager, to profile.txt."""
+    from torch.profiler import ProfilerActivity, profile
+
+    rows = [row for row in results if row.get("mechanism") != "sequential" and "error" not in row]
+    if not rows:
+        return
+    best = max(rows, key=lambda row: row["member_steps_per_s"])
+    model = ModelConfig(architecture=best["arch"])
+    trainer = Trainer(model, members(best["k"], args, total_steps, "off"), data, mechanism=best["mechanism"])
+    for _ in range(args.warmup):
+        trainer.run_step()
+    cuda = args.device.startswith("cuda")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    if cuda:
+        torch.cuda.synchronize()
+    with profile(activities=activities) as profiler:
+        for _ in range(args.steps):
+            trainer.run_step()
+        if cuda:
+            torch.cuda.synchronize()
+    sort_by = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    table = profiler.key_averages().table(sort_by=sort_by, row_limit=25)
+    header = (
+        f"fastest: {best['arch']} K={best['k']} {best['mechanism']} (compile {best['compile']}, "
+        f"graphs {best['cuda_graphs']}: {best['member_steps_per_s']:.0f} member-steps/s); "
+        f"profiled eager, {args.steps} steps, sorted by {sort_by}\n"
+    )
+    print(header + table, flush=True)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "profile.txt").write_text(header + table + "\n")
 
 
 def write_report(args, results: list[dict], show: bool = False) -> None:

@@ -226,14 +226,15 @@ MEMBER_KEYS = (
 
 
 class SweepConfig(_Section):
-    """``sweeps/dvc.yaml``: a grid of members trained together as one ensemble (bvae.ensemble)."""
+    """``sweeps/dvc.yaml``: a grid of members trained together as one ensemble (bvae.training)."""
 
     # Each key a params key members may differ in, each value its list; the members are the
     # Cartesian product, each on top of the other sections.
     grid: dict[str, tuple[float | int | str, ...]] = {"objective.beta": (1.0, 4.0), "train.seed": (0, 1)}
-    # vmap: one batched kernel per layer for all members; loop: each member's own kernels in
-    # turn (bit-identical to single runs; the faster on a CPU). auto: vmap on CUDA, else loop.
-    mechanism: Literal["auto", "vmap", "loop"] = "auto"
+    # loop: each member's own kernels in turn (bit-identical to single runs; the faster on a
+    # CPU). vmap / bmm: one kernel per layer for all members on their stacked weights (grouped
+    # convolutions / im2col and batched matrix products: bvae.runtime). auto: vmap on CUDA, else loop.
+    mechanism: Literal["auto", "vmap", "bmm", "loop"] = "auto"
     workers: int = Field(2, ge=0, le=256)  # members evaluated at once (processes); 0: one per core
 
     @field_validator("grid")

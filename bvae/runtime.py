@@ -19,10 +19,13 @@ from bvae.errors import InvalidSetting
 
 # How a step runs K members: single (K = 1; the only mechanism DDP runs), loop (each member's
 # own module in turn: a single run's kernels, the faster on a CPU, where a grouped
-# convolution is slower than K convolutions; BENCHMARKS.md) or vmap (one batched kernel per
-# layer for all members: the GPU win). auto: single for one member, else vmap on CUDA, loop
-# elsewhere.
-MECHANISMS = ("auto", "single", "loop", "vmap")
+# convolution is slower than K convolutions; BENCHMARKS.md), or one of the stacked
+# mechanisms, one kernel per layer for all members on their stacked weights: vmap (torch.func;
+# grouped convolutions: the GPU win measured so far) or bmm (bvae.batched: im2col and batched
+# matrix products). auto: single for one member, else vmap on CUDA, loop elsewhere.
+MECHANISMS = ("auto", "single", "loop", "vmap", "bmm")
+STACKED = ("vmap", "bmm")
+STACKED_WEIGHTS = ("bmm",)  # also kept stacked between steps, one Adam over the stacks (bvae.stacked)
 
 
 def switch(setting: str, default: bool) -> bool:
@@ -70,8 +73,8 @@ def decide(
         mechanism=chosen,
         world=world,
         threads=train.threads,
-        # vmap stacks the members' weights: its grouped kernels take the standard layout.
-        channels_last=chosen != "vmap" and switch(train.channels_last, model.architecture == "conv"),
+        # A stacked mechanism never calls the modules: their memory format is not its layout.
+        channels_last=chosen not in STACKED and switch(train.channels_last, model.architecture == "conv"),
         compile=switch(train.compile, cuda),
         bf16=switch(train.bf16, cuda and torch.cuda.is_bf16_supported()),
         graphs=graphs,
@@ -93,7 +96,9 @@ def _mechanism(mechanism: str, members: int, device: torch.device, world: World,
             return "single"
         return "vmap" if device.type == "cuda" else "loop"
     if mechanism == "single" and members > 1:
-        raise InvalidSetting(f"mechanism single trains one model, not {members}: use loop or vmap (or auto)")
+        raise InvalidSetting(
+            f"mechanism single trains one model, not {members}: use loop, vmap or bmm (or auto)"
+        )
     if world.distributed and mechanism != "single":
         raise InvalidSetting(f"mechanism {mechanism} does not run under DDP (train.nproc > 1): use auto")
     return mechanism

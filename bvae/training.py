@@ -15,9 +15,11 @@ single run with its params trains:
 
 How a step runs the members is the runtime's mechanism (:mod:`bvae.runtime`): ``single`` and
 ``loop`` call each member's module (a single run's kernels: members are bit-identical to
-their single runs), ``vmap`` stacks the weights and runs one ``torch.func.vmap`` of
-``functional_call``, which sums the same products in another order (a grouped convolution),
-so a member equals its single run to rounding after a step (``tests/test_ensemble.py``).
+their single runs); the stacked mechanisms stack the weights and run every member's layer as
+one kernel, which sums the same products in another order, so a member equals its single run
+to rounding after a step (``tests/test_ensemble.py``): ``vmap`` is one ``torch.func.vmap`` of
+``functional_call`` (a grouped convolution), ``bmm`` is :mod:`bvae.batched` (im2col and one
+batched matrix product per layer).
 Under DDP (``single`` only) each rank draws ``batch_size / world.size`` images from its own
 stream and DDP averages the gradients. CUDA graphs, compile, bf16 and fused Adam apply to
 every mechanism through the same step.
@@ -38,7 +40,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
-from bvae import distributed
+from bvae import batched, distributed
 from bvae import runtime as runtimes
 from bvae.config import ModelConfig, ObjectiveConfig, TrainConfig
 from bvae.cuda_graph import GraphedStep
@@ -47,6 +49,7 @@ from bvae.models import BetaVAE, images_to_input
 from bvae.objectives import TERM_COLUMNS, MemberObjectives, capacity_for, objective_terms
 from bvae.progress import progress
 from bvae.runtime import Runtime
+from bvae.stacked import StackedWeights
 
 # What every member of one trainer must share: tensor shapes, the loop, the runtime.
 SHARED_TRAIN_KEYS = (
@@ -166,10 +169,17 @@ class Trainer:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.networks = [DistributedDataParallel(self.models[0], device_ids=ids)]
-        self.optimizer = adam(self._parameter_groups(), shared, self.runtime.graphs, self.runtime.fused_adam)
+        # bmm keeps the weights stacked (bvae.stacked): Adam updates the stacks, not the modules.
+        self.weights = (
+            StackedWeights(self.models, [m.train.learning_rate for m in self.members])
+            if self.mechanism in runtimes.STACKED_WEIGHTS
+            else None
+        )
+        groups = self.weights.parameter_groups() if self.weights else self._parameter_groups()
+        self.optimizer = adam(groups, shared, self.runtime.graphs, self.runtime.fused_adam)
         self.names = [name for name, _ in self.models[0].named_parameters()]
-        # The architecture vmap calls with each member's weights (no weights of its own).
-        self.base = copy.deepcopy(self.models[0]).to("meta") if self.mechanism == "vmap" else None
+        # The architecture a stacked mechanism calls with each member's weights (none of its own).
+        self.base = copy.deepcopy(self.models[0]).to("meta") if self.stacked else None
         data = torch.from_numpy(images) if isinstance(images, np.ndarray) else images
         self.data = data.to(self.device)
         self.generators = [
@@ -193,6 +203,11 @@ class Trainer:
     def mechanism(self) -> str:
         return self.runtime.mechanism
 
+    @property
+    def stacked(self) -> bool:
+        """Whether a step runs on the members' stacked weights (not on their modules)."""
+        return self.mechanism in runtimes.STACKED
+
     def _parameter_groups(self) -> list[dict]:
         """One group per learning rate: each member's update is its single run's, and a grid of
         one rate is one multi-tensor update (a GPU does not launch K optimizers' kernels)."""
@@ -213,6 +228,8 @@ class Trainer:
     # -- one step ---------------------------------------------------------------------------
     def stacked_parameters(self) -> dict[str, torch.Tensor]:
         """``{name: (K, *shape)}``: a differentiable stack of every member's own weights."""
+        if self.weights is not None:
+            return self.weights.forward_params()
         per_member = [dict(model.named_parameters()) for model in self.models]
         return {name: torch.stack([params[name] for params in per_member]) for name in self.names}
 
@@ -234,6 +251,8 @@ class Trainer:
                     for network, batch, noise in zip(self.networks, batches, noises, strict=True)
                 ]
                 mean, logvar, logits = (torch.stack(parts) for parts in zip(*outputs, strict=True))
+            elif self.mechanism == "bmm":
+                mean, logvar, logits = batched.forward(self.base, params, batches, noises)
             else:
                 mean, logvar, logits = vmap(self._member_forward)(params, batches, noises)
         return objective_terms(
@@ -273,7 +292,7 @@ class Trainer:
     def _step(self, batches: torch.Tensor, noises: torch.Tensor, capacities: torch.Tensor) -> torch.Tensor:
         """Forward, backward, update of every member: what a CUDA graph captures
         (``set_to_none`` lets the capture allocate the gradients the replays write)."""
-        params = self.stacked_parameters() if self.mechanism == "vmap" else None
+        params = self.stacked_parameters() if self.stacked else None
         terms = self.forward_loss(params, batches, noises, capacities)
         self.optimizer.zero_grad(set_to_none=True)
         terms[:, 0].sum().backward()  # no weight is shared: each member gets its own gradient
@@ -283,8 +302,19 @@ class Trainer:
     def _new_train_step(self) -> Callable:
         if not self.runtime.graphs:
             return self._step
-        parameters = [p for model in self.models for p in model.parameters()]
+        parameters = self._trained_parameters()
         return GraphedStep(self._step, parameters, self.optimizer)
+
+    def _trained_parameters(self) -> list[torch.Tensor]:
+        """The tensors the optimizer updates: the modules' weights, or their stacks."""
+        if self.weights is not None:
+            return self.weights.parameters()
+        return [p for model in self.models for p in model.parameters()]
+
+    def _write_back(self) -> None:
+        """Make the member modules hold the trained weights (a no-op unless they are stacked)."""
+        if self.weights is not None:
+            self.weights.write_back(self.models)
 
     def run_step(self) -> torch.Tensor:
         """One step of every member; returns ``(K, 4 + latent_dim)``: ``TERM_COLUMNS``, KL per
@@ -335,10 +365,12 @@ class Trainer:
                 if on_checkpoint is not None and (
                     self.step % config.checkpoint_every == 0 or self.step == config.steps
                 ):
+                    self._write_back()
                     # A checkpoint is only ever of finite weights: one host sync, this rarely.
                     self._raise_if_diverged(self._nonfinite_members(window), max(window_steps, 1))
                     on_checkpoint(self)
                     self.last_checkpoint_step = self.step
+        self._write_back()
         return self.histories
 
     def _postfix(self, steps_per_second: float) -> dict[str, str]:
@@ -400,10 +432,13 @@ class Trainer:
 
     def state_dict(self) -> dict:
         """The resumable state: the optimizer, and every member's weights, RNG (every rank's)
-        and curves. Under DDP a collective. :mod:`bvae.checkpoint` saves and checks it."""
+        and curves. Under DDP a collective. :mod:`bvae.checkpoint` saves and checks it. The
+        optimizer's state is in the layout of Adam over the modules, whatever the mechanism."""
+        self._write_back()
+        optimizer = self.optimizer.state_dict()
         return {
             "step": self.step,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.weights.to_members(optimizer) if self.weights else optimizer,
             "members": [
                 {
                     "model": self.models[k].state_dict(),
@@ -416,10 +451,13 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        optimizer = state["optimizer"]
+        self.optimizer.load_state_dict(self.weights.from_members(optimizer) if self.weights else optimizer)
         for k, member_state in enumerate(state["members"]):
             self.models[k].load_state_dict(member_state["model"])
             self.generators[k].set_state(member_state["rng_per_rank"][self.world.rank].cpu())
             self.histories[k] = list(member_state["history"])
+        if self.weights is not None:
+            self.weights.read_in(self.models)
         self.step = self.last_checkpoint_step = int(state["step"])
         self.train_step = self._new_train_step()  # a graph holds the replaced optimizer state

@@ -1,11 +1,14 @@
 """The ensemble trainer: each member is the model a single run trains, and resumes exactly.
 
 ``loop`` (the CPU default) runs each member's own module: bit-identical to its single run.
-``vmap`` tolerance, measured on this CPU (conv, batch 8, Adam 1e-4, 200 steps): the stacked forward
-sums in another order (a grouped convolution, a batched matmul), so a member's weights differ
-from its single run by rounding after one step (relative 1e-7) and, as training amplifies any
-perturbation, by relative ~4e-5 after 200 steps. Scaling a single run's initial weights by
-1 + 1e-7 instead moves them as far. A member with another member's seed is ~1 away.
+``vmap`` and ``bmm`` tolerance, measured on this CPU (conv, batch 8, Adam 1e-4, 200 steps): the
+stacked forward sums in another order (a grouped convolution or an im2col product, a batched
+matmul), so a member's weights differ from its single run by rounding after one step
+(relative 1e-7) and, as training amplifies any perturbation, by relative ~4e-5 after 200
+steps (PyTorch's init, 2026-12-02: vmap 7e-8 / 8e-6 / 5e-8 for the three members below, bmm
+8e-8 / 8e-6 / 4e-5; after one step vmap ~2e-8, bmm 4e-8 to 2e-7). bmm's Adam over the stacked
+weights adds nothing: its figures are the same with a per-member Adam. Scaling a single run's
+initial weights by 1 + 1e-7 instead moves them as far. A member with another member's seed is ~1 away.
 """
 
 from __future__ import annotations
@@ -80,19 +83,29 @@ def test_loop_members_equal_single_runs_to_the_bit(images):
         assert untimed == [{**row, "steps_per_second": 0} for row in single.histories[0]]
 
 
+@pytest.fixture(scope="module")
+def pytorch_init_single_runs(images) -> list[Trainer]:
+    """Each member trained alone for 200 steps, on PyTorch's init (see below)."""
+    single_runs = []
+    for member in MEMBERS:
+        single_runs.append(Trainer(PYTORCH_INIT, [member], images))
+        single_runs[-1].train(show_progress=False)
+    return single_runs
+
+
+PYTORCH_INIT = ModelConfig(architecture="conv", init="pytorch")
+
+
 @pytest.mark.slow
-def test_vmap_members_match_single_runs_after_200_steps(images):
-    """vmap (the GPU mechanism) sums in another order: equal to the tolerance in the docstring.
+@pytest.mark.parametrize("mechanism", ["vmap", "bmm"])
+def test_stacked_members_match_single_runs_after_200_steps(images, pytorch_init_single_runs, mechanism):
+    """The stacked mechanisms sum in another order: equal to the tolerance in the docstring.
 
     Measured on PyTorch's init. With Kaiming's zero biases many ReLUs start at their kink, so
     the first steps' rounding flips some of them and the 200-step distance grows to ~8e-2 (CI,
     2026-12-02): training's chaos, not the mechanism's error, which the one-step test bounds."""
-    model = ModelConfig(architecture="conv", init="pytorch")
-    single_runs = []
-    for member in MEMBERS:
-        single_runs.append(Trainer(model, [member], images))
-        single_runs[-1].train(show_progress=False)
-    ensemble = Trainer(model, MEMBERS, images, mechanism="vmap")
+    single_runs = pytorch_init_single_runs
+    ensemble = Trainer(PYTORCH_INIT, MEMBERS, images, mechanism=mechanism)
     ensemble.train(show_progress=False)
     for k, single in enumerate(single_runs):
         distance = relative_distance(ensemble.models[k].state_dict(), single.models[0].state_dict())
@@ -105,11 +118,12 @@ def test_vmap_members_match_single_runs_after_200_steps(images):
     assert relative_distance(ensemble.models[0].state_dict(), single_runs[1].models[0].state_dict()) > 0.5
 
 
-def test_one_step_equals_a_single_runs_step_to_rounding(images):
+@pytest.mark.parametrize("mechanism", ["vmap", "bmm"])
+def test_one_step_equals_a_single_runs_step_to_rounding(images, mechanism):
     members = [
         Member(m.objective, train_config(m.train.seed, m.train.learning_rate, steps=1)) for m in MEMBERS
     ]
-    ensemble = Trainer(MODEL, members, images, mechanism="vmap")
+    ensemble = Trainer(MODEL, members, images, mechanism=mechanism)
     ensemble.train(show_progress=False)
     for k, member in enumerate(members):
         single = Trainer(MODEL, [member], images)
@@ -117,7 +131,7 @@ def test_one_step_equals_a_single_runs_step_to_rounding(images):
         assert relative_distance(ensemble.models[k].state_dict(), single.models[0].state_dict()) < 1e-6
 
 
-@pytest.mark.parametrize("mechanism", ["loop", "vmap"])
+@pytest.mark.parametrize("mechanism", ["loop", "vmap", "bmm"])
 def test_a_resumed_ensemble_equals_an_uninterrupted_one_exactly(images, mechanism):
     members = [
         Member(m.objective, train_config(m.train.seed, m.train.learning_rate, steps=20, every=5))
@@ -171,3 +185,27 @@ def test_a_diverging_member_is_named(images):
         next(ensemble.models[1].parameters()).fill_(float("nan"))
     with pytest.raises(Exception, match=r"diverged for member 1 \(beta=4, seed=5, lr=0.9\)"):
         ensemble.train(show_progress=False)
+
+
+def test_a_checkpoint_is_the_same_whichever_mechanism_wrote_it(images):
+    """bmm keeps the weights and Adam's moments stacked; its state converts to the per-member
+    layout of ``loop`` and back exactly, so any mechanism resumes any checkpoint. The members
+    (rates 1e-4, 5e-5, 1e-4) stack in two interleaved groups."""
+    members = [
+        Member(m.objective, train_config(m.train.seed, m.train.learning_rate, steps=3, every=3))
+        for m in MEMBERS
+    ]
+    loop = Trainer(MODEL, members, images, mechanism="loop")
+    loop.train(show_progress=False)
+    written = torch.load(_roundtrip(loop.state_dict()), weights_only=True)
+    stacked = Trainer(MODEL, members, images, mechanism="bmm")
+    stacked.load_state_dict(written)
+    again = stacked.state_dict()
+    assert again["optimizer"]["param_groups"] == written["optimizer"]["param_groups"]
+    assert written["optimizer"]["state"].keys() == again["optimizer"]["state"].keys()
+    for index, moments in written["optimizer"]["state"].items():
+        for key, value in moments.items():
+            assert torch.equal(again["optimizer"]["state"][index][key], value), (index, key)
+    for member, member_again in zip(written["members"], again["members"], strict=True):
+        for name, tensor in member["model"].items():
+            assert torch.equal(member_again["model"][name], tensor), name
