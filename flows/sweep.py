@@ -37,7 +37,7 @@ from bvae import tracking
 from bvae.config import MEMBER_KEYS, ParamsError
 from bvae.overrides import validate_overrides
 from bvae.sweep import best_member, expand_grid
-from bvae.tracking import registry
+from bvae.tracking import metric_names, registry
 from flows.experiments import Experiment
 from flows.report import mlflow_ui_base, point_rows, sweep_markdown
 from flows.retrain import experiment_name
@@ -300,7 +300,8 @@ def _compare_and_promote(name: str, grid, outcomes, params, parent, mlflow_ui: s
     )
     tracking.log_text(parent, markdown, "sweep/comparison.md")
     if best_row is not None:
-        tracking.log_metrics(parent, {f"best.{selection_metric}": float(best_row[selection_metric])})
+        best_figure = metric_names.eval_metric(f"best.{selection_metric}")
+        tracking.log_metrics(parent, {best_figure: float(best_row[selection_metric])})
         tracking.set_tags(
             parent, {"bvae.best_experiment": best, "bvae.best_version": str(best_row["version"])}
         )

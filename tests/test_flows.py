@@ -66,7 +66,7 @@ def test_retrain_runs_the_pipeline_as_an_experiment_and_registers(project):
     # The flow's figures are the experiment's reports/metrics.json: the same value the
     # evaluate stage logged to the run, and the one the registry was gated on.
     mig = result["metrics"]["model"]["mean"]["mig"]["discrete_mig"]
-    assert 0.0 <= mig <= 1.0 and mlflow_run.data.metrics["eval.model.mean.mig.discrete_mig"] == mig
+    assert 0.0 <= mig <= 1.0 and mlflow_run.data.metrics["eval/model.mean.mig.discrete_mig"] == mig
     assert registration["selection_value"] == mig
     assert client.get_model_version_by_alias("bvae-dsprites", "champion").version in ("1", 1)
     artifact = Artifact.get("bvae-retrain")

@@ -107,18 +107,18 @@ def test_dvc_repro_evaluate_scores_model_and_baselines(pipeline_repo):
     # The run's metrics are its curves and a few headline figures; every figure is in the
     # evaluation table; the headline figures are also the logged model's, per dataset.
     logged = client.get_run(run_id).data.metrics
-    evaluation = {key for key in logged if key.startswith("eval.")}
+    evaluation = {key for key in logged if key.startswith("eval/")}
     assert evaluation == {
-        "eval.model.mean.factor_vae.eval_accuracy",
-        "eval.model.mean.beta_vae.eval_accuracy",
-        "eval.model.mean.mig.discrete_mig",
-        "eval.model.mean.dci.disentanglement",
-        "eval.heldout.reconstruction_nats",
-        "eval.heldout.kl_nats",
-        "eval.heldout.negative_elbo_nats",
+        "eval/model.mean.factor_vae.eval_accuracy",
+        "eval/model.mean.beta_vae.eval_accuracy",
+        "eval/model.mean.mig.discrete_mig",
+        "eval/model.mean.dci.disentanglement",
+        "eval/heldout.reconstruction_nats",
+        "eval/heldout.kl_nats",
+        "eval/heldout.negative_elbo_nats",
     }
     assert (
-        logged["eval.model.mean.factor_vae.eval_accuracy"]
+        logged["eval/model.mean.factor_vae.eval_accuracy"]
         == report["model"]["mean"]["factor_vae"]["eval_accuracy"]
     )
     table_file = client.download_artifacts(run_id, "evaluation/figures.json", str(repo / "downloaded"))

@@ -34,6 +34,7 @@ from bvae.representations import EncodedTable, pixel_baseline, torch_encoder
 from bvae.runtime import select_device
 from bvae.stages.run_files import SHARDS, RunFiles
 from bvae.stages.shared_baselines import SharedBaselines
+from bvae.tracking import metric_names
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +255,8 @@ def log_evaluation(run: tracking.RunHandle, report: dict, selection_metric: str,
     }
     table = {"figure": list(figures), "value": [float(value) for value in figures.values()]}
     tracking.log_table(run, table, "evaluation/figures.json")
-    headline = {f"eval.{key}": figures[key] for key in headline_keys(selection_metric) if key in figures}
+    keys = [key for key in headline_keys(selection_metric) if key in figures]
+    headline = {metric_names.eval_metric(key): figures[key] for key in keys}
     dataset = tracking.dataset_identity(manifest.source, manifest.digest)
     tracking.log_metrics(run, headline, model_id=run.model_id, dataset=dataset)
     log.info(

@@ -20,6 +20,7 @@ from bvae.fileio import atomic_path, write_json
 from bvae.stages.sweep_files import PARENT_RUN_FILE, SweepPaths, read_sweep
 from bvae.sweep import best_member, comparison_rows
 from bvae.tables import markdown_table
+from bvae.tracking import metric_names
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,6 @@ def run_sweep_compare(params: Params, paths: SweepPaths = SweepPaths()) -> dict:
     tracking.log_table(parent, {key: [row[key] for row in rows] for key in rows[0]}, "sweep/comparison.json")
     for path in (paths.comparison_markdown, paths.comparison_chart):
         tracking.log_artifact(parent, path, "sweep")
-    tracking.log_metrics(parent, {f"best.{selection}": float(best_row[selection])})
+    tracking.log_metrics(parent, {metric_names.eval_metric(f"best.{selection}"): float(best_row[selection])})
     tracking.set_tags(parent, {"bvae.best_member": best})
     return metrics

@@ -41,6 +41,7 @@ from bvae.runtime import Runtime
 from bvae.stages.run_files import SHARDS, RunFiles
 from bvae.stages.sweep_files import PARENT_RUN_FILE, SWEEP_FILE, SweepPaths
 from bvae.sweep import sweep_members
+from bvae.tracking import metric_names
 from bvae.tracking.flavour import log_torch_model
 from bvae.training import Member, Trainer
 
@@ -92,15 +93,16 @@ class CurveLog:
     (each try would wait for retries) and training goes on; ``logged_rows`` is kept in the
     checkpoint so the rerun logs the rest."""
 
-    def __init__(self, run: tracking.RunHandle | None, logged_rows: int):
+    def __init__(self, run: tracking.RunHandle | None, logged_rows: int, objective_kind: str):
         self.run, self.logged_rows, self.lost = run, logged_rows, None
+        self.objective_kind = objective_kind
 
     def catch_up(self, history: list[dict[str, float]]) -> None:
         if self.run is None or self.lost is not None:
             return
         try:
             for row in history[self.logged_rows :]:
-                metrics = {key: value for key, value in row.items() if key != "step"}
+                metrics = metric_names.curve_metrics(row, self.objective_kind)
                 tracking.log_metrics(self.run, metrics, step=int(row["step"]))
                 self.logged_rows += 1
         except tracking.TrackingError as error:
@@ -161,7 +163,10 @@ class TrackedTraining:
         if self.world.is_main:
             self.parent, self.runs = self._start_runs(params, parent, state, shards)
         logged = state["logged_rows"] if state else [0] * len(members)
-        self.curves = [CurveLog(run, rows) for run, rows in zip(self.runs, logged, strict=True)]
+        self.curves = [
+            CurveLog(run, rows, member.params.objective.kind)
+            for run, rows, member in zip(self.runs, logged, members, strict=True)
+        ]
         self.watches = [CollapseWatch(f"member {m.name}" if m.name else "the model") for m in members]
         self.last_checkpoint: dict = dict(state) if state else {}  # a log-only rerun saves no new one
         self.seconds = 0.0
@@ -221,6 +226,9 @@ class TrackedTraining:
                 tags=tags,
                 run_name=member.name,
                 resume_run_id=resumed[k] if resumed else None,
+                fallback_name=metric_names.run_name(
+                    member.params.objective, member.params.train.seed, member.params.model.architecture
+                ),
             )
             if not resumed:
                 tracking.log_dataset(
@@ -320,7 +328,10 @@ class TrackedTraining:
                 self._log_member(k, member_files, summary)
             if self.owns_parent:
                 tracking.log_metrics(
-                    self.parent, {"train_seconds": self.seconds, "members": float(self.trainer.size)}
+                    self.parent,
+                    metric_names.summary_metrics(
+                        {"train_seconds": self.seconds, "members": self.trainer.size}, "beta"
+                    ),
                 )
                 tracking.end_run(self.parent)
         except tracking.TrackingError as error:
@@ -338,12 +349,8 @@ class TrackedTraining:
 
     def _log_member(self, k: int, files: RunFiles, summary: dict) -> None:
         run, model = self.runs[k], self.trainer.models[k]
-        figures = {
-            "final_" + key: value
-            for key, value in summary.items()
-            if isinstance(value, int | float) and not isinstance(value, bool)
-        }
-        tracking.log_metrics(run, figures, step=self.trainer.step)
+        kind = self.members[k].params.objective.kind
+        tracking.log_metrics(run, metric_names.summary_metrics(summary, kind))
         tracking.set_tags(run, {"collapsed": str(summary["collapsed"]).lower()})
         model.eval().cpu()  # exported for CPU; torch moves it where the consumer wants
         example = self.dataset.images[:2].astype(np.float32)[:, None]  # what the served model accepts

@@ -79,8 +79,11 @@ def start_run(
     run_name: str | None = None,
     resume_run_id: str | None = None,
     uri: str | None = None,
+    fallback_name: str | None = None,
 ) -> RunHandle:
-    """Create (or reopen, after a resume) a run with the flattened params and lineage tags."""
+    """Create (or reopen, after a resume) a run with the flattened params and lineage tags.
+    Its name: ``run_name``, else the DVC experiment's, else ``fallback_name`` (what it
+    trained: a plain ``dvc repro`` has no experiment name), else MLflow's random one."""
     uri = uri or tracking_uri()
     check_tracking_server(uri)
     client = _client(uri)
@@ -103,7 +106,7 @@ def start_run(
                 client.set_experiment_tag(experiment_id, key, value)
     all_tags = {**lineage_tags(), **(tags or {})}
     if run_name is None:
-        run_name = all_tags.get("dvc_experiment")
+        run_name = all_tags.get("dvc_experiment") or fallback_name
     run = client.create_run(experiment_id, tags=all_tags, run_name=run_name)
     from mlflow.entities import Param
 
