@@ -309,6 +309,13 @@ def test_the_champion_serves_over_http_and_predicts_from_the_cli(trained, server
         assert status == 200 and np.asarray(answer["predictions"]["reconstruction"]).shape == (1, 1, 64, 64)
         status, answer = post({"inputs": (images[:2] * 255).tolist()})
         assert status == 400 and "pixels must be 0 or 1" in answer["message"]
+        # The docs' curl line posts the example body a pull writes: it answers as documented.
+        run(["bvae", "pull", "bvae-test@champion", "--out", str(tmp_path / "champion")], tmp_path, env=env)
+        example = tmp_path / "champion/mlflow_model/serving_input_example.json"
+        curl = ["curl", "-s", f"http://127.0.0.1:{port}/invocations"]
+        curl += ["-H", "Content-Type: application/json", "-d", f"@{example}"]
+        answer = json.loads(run(curl, tmp_path).stdout)
+        assert np.asarray(answer["predictions"]["latents_mean"]).shape == (2, expected_mean.shape[1])
 
     (tmp_path / "input.json").write_text(json.dumps({"inputs": images[:4].tolist()}))
     command = ["mlflow", "models", "predict", "-m", "models:/bvae-test@champion", "-t", "json"]
