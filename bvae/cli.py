@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bvae import __version__
-from bvae.errors import EXIT_BAD_INPUT, EXIT_RETRY_LATER, BadInput, Transient
+from bvae.errors import EXIT_BAD_INPUT, EXIT_RETRY_LATER, BadInput, Transient, machine_error
 from bvae.telemetry import TELEMETRY_OFF
 
 
@@ -327,8 +327,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    # Bad input exits 2, a transient failure 75 (with what to do, in one line); anything else
-    # is a bug and keeps its traceback (exit 1). --verbose shows every traceback.
+    # Bad input exits 2, and so does what the OS says about the machine (a full disk, no
+    # permission: bvae.errors.MACHINE_ERRNOS); a transient failure 75 (with what to do, in one
+    # line); anything else is a bug and keeps its traceback (exit 1). --verbose shows every traceback.
     try:
         return args.handler(args)
     except Transient as error:
@@ -340,6 +341,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         print(f"bvae {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as error:
+        line = machine_error(error)
+        if line is None or args.verbose:
+            raise
+        print(f"bvae {args.command}: error: {line}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 

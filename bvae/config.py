@@ -344,8 +344,19 @@ def load_params(path: str | os.PathLike = "params.yaml") -> Params:
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path} not found: run from the repository root or pass --params PATH.")
+    if not path.is_file():
+        raise ParamsError(f"{path} is a folder, not a params file: pass --params PATH/params.yaml.")
     try:
-        mapping = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ParamsError(f"{path} is not a text file (not UTF-8): pass a params.yaml.") from None
+    try:
+        mapping = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ParamsError(f"{path} is not valid YAML: {error}") from None
+    if mapping is None:  # an empty file would silently mean every code default
+        raise ParamsError(
+            f"{path} is empty: bvae does not guess the params. Restore it (`git checkout {path}`) "
+            "or write the sections you mean to set."
+        )
     return params_from_mapping(mapping, str(path))

@@ -12,12 +12,13 @@ import logging
 import os
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from bvae.errors import BadInput
+from bvae.errors import BadInput, MissingInput
 from bvae.fileio import atomic_path, check_output_folder, file_digest, write_json
 from bvae.model_file import load_model, weights_digest
 from bvae.models import BetaVAE
@@ -178,23 +179,34 @@ def read_images(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     levels, NaN, colour, other shapes) is refused with what was found.
     """
     path = Path(path)
+    if not path.exists():
+        raise MissingInput(f"{path} not found: give an .npz (key imgs), an .npy, or a folder of PNGs")
     if path.is_dir():
         pixels, names = _read_png_folder(path)
-    elif path.suffix == ".npz":
+    elif path.suffix in (".npz", ".npy"):
+        pixels = _read_array(path)
+        names = [str(i) for i in range(len(pixels))]
+    else:
+        raise ImageInputError(f"{path}: give an .npz (key imgs), an .npy, or a folder of PNGs")
+    return binary_images(pixels, str(path)), names
+
+
+def _read_array(path: Path) -> np.ndarray:
+    """The images of an .npy, or of an .npz's ``imgs``: numbers only (no pickled objects)."""
+    try:
+        if path.suffix == ".npy":
+            return np.load(path, allow_pickle=False)
         with np.load(path, allow_pickle=False) as archive:
             if "imgs" not in archive.files:
                 raise ImageInputError(
                     f"{path} has no 'imgs' array (it holds {', '.join(archive.files) or 'nothing'}): "
                     "save the images under the key imgs, as dSprites' own file does"
                 )
-            pixels = archive["imgs"]
-        names = [str(i) for i in range(len(pixels))]
-    elif path.suffix == ".npy":
-        pixels = np.load(path, allow_pickle=False)
-        names = [str(i) for i in range(len(pixels))]
-    else:
-        raise ImageInputError(f"{path}: give an .npz (key imgs), an .npy, or a folder of PNGs")
-    return binary_images(pixels, str(path)), names
+            return archive["imgs"]
+    except ValueError as error:  # object arrays (allow_pickle=False), a malformed header
+        raise ImageInputError(f"{path} holds no array of numbers numpy can read ({error})") from None
+    except (EOFError, zipfile.BadZipFile) as error:
+        raise ImageInputError(f"{path} is truncated or not a numpy file ({error})") from None
 
 
 def _read_png_folder(path: Path) -> tuple[np.ndarray, list[str]]:

@@ -2,8 +2,9 @@
 folder is replaced unless bvae wrote it.
 
 An output folder bvae writes carries a marker file (``.bvae-output``). Replacing a folder is
-allowed only when it carries the marker or is empty, or with ``force``; the working
-directory, its parents, the home folder and ``/`` are never replaced.
+allowed only when it carries the marker, is empty, is a DVC output (``dvc checkout`` restores
+the folder but not the marker, which ``.dvcignore`` keeps out of its hash), or with
+``force``; the working directory, its parents, the home folder and ``/`` are never replaced.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+import yaml
 
 from bvae.errors import BadInput
 
@@ -44,6 +47,8 @@ def check_output_folder(path: str | os.PathLike, *, force: bool = False) -> None
         reason = "a parent of the working directory"
     else:
         reason = None
+    if reason is None and given.is_symlink():
+        reason = f"a symbolic link (to {target})"
     if reason is not None:
         raise OutputFolderError(
             f"refusing to use {given} ({target}) as an output folder: it is {reason}, and bvae "
@@ -53,12 +58,53 @@ def check_output_folder(path: str | os.PathLike, *, force: bool = False) -> None
         return
     if not target.is_dir():
         raise OutputFolderError(f"{given} exists and is not a folder: remove it or choose another output.")
-    if force or (target / OUTPUT_MARKER).exists() or not any(target.iterdir()):
+    if force or (target / OUTPUT_MARKER).exists() or not any(target.iterdir()) or dvc_output(target):
         return
     raise OutputFolderError(
         f"{given} already holds files that bvae did not write (it has no {OUTPUT_MARKER} marker): "
         "choose another output folder, or pass --force to replace it and everything in it."
     )
+
+
+def dvc_output(folder: Path) -> bool:
+    """Whether ``folder`` is an output of a stage in its DVC project's ``dvc.lock`` files (the
+    project's own and those one level down, e.g. ``sweeps/dvc.lock``) or has a ``.dvc`` file:
+    its content is in DVC's cache, so replacing it loses nothing."""
+    folder = folder.resolve()
+    root = next((parent for parent in folder.parents if (parent / ".dvc").is_dir()), None)
+    if root is None:
+        return False
+    if folder.with_name(folder.name + ".dvc").is_file():
+        return True
+    for lock in [root / "dvc.lock", *root.glob("*/dvc.lock")]:
+        try:
+            stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue
+        for stage in stages.values():
+            for out in stage.get("outs", []) if isinstance(stage, dict) else []:
+                if isinstance(out, dict) and (lock.parent / str(out.get("path", ""))).resolve() == folder:
+                    return True
+    return False
+
+
+class NotWritable(BadInput, PermissionError):
+    """An output folder cannot be written: found before any work, not after it."""
+
+
+def check_writable(folders: Iterable[str | os.PathLike]) -> None:
+    """Make each folder (and its parents) if it is missing and write a probe file in it, so
+    that a read-only or full output folder fails in a second, not after a load and training."""
+    for folder in dict.fromkeys(Path(folder) for folder in folders):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".bvae-probe-"):
+                pass
+        except OSError as error:
+            raise NotWritable(
+                f"cannot write to {folder}/ ({error.strerror or error}): make it writable "
+                f"(e.g. `chmod u+w {folder}`) or free space there, then run again"
+            ) from None
 
 
 @contextlib.contextmanager

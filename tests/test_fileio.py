@@ -137,3 +137,34 @@ def test_outputs_get_the_modes_of_the_umask(tmp_path):
         os.umask(previous)
     assert (tmp_path / "file.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o755
+
+
+def test_a_folder_dvc_restored_is_bvaes_to_replace(tmp_path):
+    """``dvc checkout`` restores an output folder without the marker (``.dvcignore`` keeps it
+    out of the hash): a folder a ``dvc.lock`` (or a ``.dvc`` file) names as an output may be
+    replaced; an untracked one beside it may not."""
+    from bvae.fileio import check_output_folder
+
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / "sweeps").mkdir()
+    lock = "schema: '2.0'\nstages:\n  traverse:\n    outs:\n    - path: reports/traversals\n"
+    (tmp_path / "dvc.lock").write_text(lock)
+    (tmp_path / "sweeps/dvc.lock").write_text("stages:\n  sweep-evaluate:\n    outs:\n    - path: members\n")
+    for restored in ("reports/traversals", "sweeps/members", "results/recipes"):
+        (tmp_path / restored).mkdir(parents=True)
+        (tmp_path / restored / "grid.png").write_bytes(b"png")
+    (tmp_path / "results/recipes.dvc").write_text("outs:\n- path: recipes\n")
+    for restored in ("reports/traversals", "sweeps/members", "results/recipes"):
+        check_output_folder(tmp_path / restored)
+    user_files(tmp_path / "reports/mine")
+    with pytest.raises(OutputFolderError, match="did not write"):
+        check_output_folder(tmp_path / "reports/mine")
+
+
+def test_an_output_folder_that_cannot_be_written_fails_before_any_work(tmp_path):
+    from bvae.fileio import NotWritable, check_writable
+
+    (tmp_path / "models").write_text("a file where the folder should be")
+    with pytest.raises(NotWritable, match=r"cannot write to .*models/"):
+        check_writable([tmp_path / "reports/train", tmp_path / "models"])
+    assert (tmp_path / "reports/train").is_dir() and not list((tmp_path / "reports/train").iterdir())

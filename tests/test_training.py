@@ -15,7 +15,7 @@ from bvae.data import factors, render
 from bvae.models import ModelConfig
 from bvae.objectives import ObjectiveConfig
 from bvae.training import Member, TrainConfig, Trainer, TrainingDiverged
-from tests.helpers import copy_repository, kill_at_a_checkpoint, run, set_params
+from tests.helpers import REPO_ROOT, copy_repository, kill_at_a_checkpoint, run, set_params
 
 
 @pytest.fixture(scope="module")
@@ -220,3 +220,68 @@ def test_kill_nine_then_rerun_resumes_to_identical_weights(uninterrupted, train_
 
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     assert client.get_run(killed_run).info.status == "FINISHED"
+
+
+def test_a_train_that_cannot_write_fails_before_the_load_and_leaves_no_run(tmp_path, monkeypatch):
+    """A blocked output folder: exit 2 in a second, before the data load and before any run."""
+    from mlflow import MlflowClient
+
+    from bvae.config import load_params
+    from bvae.fileio import NotWritable
+    from bvae.stages.run_files import RunFiles
+    from bvae.stages.train import run_train
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'runs.db'}")
+    (tmp_path / "models").write_text("not a folder")
+    files = RunFiles(model=tmp_path / "models/model.pt", run_file=tmp_path / "models/run.json")
+    with pytest.raises(NotWritable, match="cannot write to"):
+        # No shards there: the writable check comes first, or this would be a missing input.
+        params = load_params(REPO_ROOT / "params.yaml")
+        run_train(params, files, shards=tmp_path / "none", show_progress=False)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'runs.db'}")
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+
+
+def test_a_failed_start_marks_its_run_failed_and_later_stages_refuse_the_stale_run_file(
+    tmp_path, monkeypatch, small_shards
+):
+    """The run file cannot be written (a folder in its place): the run that was just created
+    ends FAILED, not RUNNING. Then the run file of a failed train beside an older model file
+    is refused by the stages that log into it."""
+    from mlflow import MlflowClient
+
+    from bvae import tracking
+    from bvae.config import load_params
+    from bvae.model_file import save_model_file
+    from bvae.stages.run_files import RunFiles, StaleRunFile, trained_run
+    from bvae.stages.train import run_train
+
+    uri = f"sqlite:///{tmp_path / 'runs.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    files = RunFiles(
+        model=tmp_path / "models/model.pt",
+        run_file=tmp_path / "models/run.json",
+        curves=tmp_path / "reports/curves.csv",
+        summary=tmp_path / "reports/summary.json",
+    )
+    files.run_file.mkdir(parents=True)  # writable folder, unwritable file
+    params = load_params(REPO_ROOT / "params.yaml")
+    with pytest.raises(OSError):
+        run_train(params, files, shards=small_shards, checkpoint=tmp_path / "ck.pt", show_progress=False)
+    client = MlflowClient(uri)
+    (failed,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert failed.info.status == "FAILED"
+
+    files.run_file.rmdir()
+    failed_run = tracking.RunHandle(failed.info.run_id, failed.info.experiment_id, uri)
+    tracking.write_run_file(failed_run, files.run_file)
+    save_model_file(
+        files.model,
+        config={"model": {}, "objective": {}},
+        state_dict={},
+        step=1,
+        data_digest="d",
+        mlflow_run_id="an-older-run",
+    )
+    with pytest.raises(StaleRunFile, match=r"trained in run an-older-run.*dvc repro train"):
+        trained_run(files)

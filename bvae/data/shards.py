@@ -293,6 +293,11 @@ def _check_layout(manifest: Manifest, path: Path) -> None:
         start += entry.count
     if start != manifest.num_images:
         raise ShardError(f"{path}: the shards hold {start} images, num_images says {manifest.num_images}")
+    if manifest.num_images > factors.NUM_IMAGES:  # checked before 2.8 GiB (or more) is allocated
+        raise ShardError(
+            f"{path}: num_images {manifest.num_images:,} is more than dSprites' {factors.NUM_IMAGES:,}. "
+            + _RESTORE
+        )
 
 
 def verify_shards(shard_dir: str | os.PathLike, manifest: Manifest) -> None:

@@ -32,7 +32,7 @@ from bvae.objectives import kl_per_latent, largest_mean_sd, reconstruction_nll
 from bvae.report_keys import headline_keys
 from bvae.representations import EncodedTable, pixel_baseline, torch_encoder
 from bvae.runtime import select_device
-from bvae.stages.run_files import SHARDS, RunFiles
+from bvae.stages.run_files import SHARDS, RunFiles, trained_run
 from bvae.stages.shared_baselines import SharedBaselines
 from bvae.tracking import metric_names
 
@@ -160,8 +160,9 @@ def run_evaluate(
     """
     config = params.evaluate
     device = select_device(config.device, "evaluate.device")
-    if score_model and files.run_file.exists():  # the figures go to this run at the end
-        tracking.check_tracking_server(tracking.read_run_file(files.run_file).tracking_uri)
+    run = trained_run(files) if score_model else None  # the figures go to this run at the end
+    if run is not None:
+        tracking.check_tracking_server(run.tracking_uri)
     dataset = load_dataset(shards)
     if shared_baselines is not None:
         shared_baselines.check(params, dataset.manifest.digest)
@@ -229,8 +230,7 @@ def run_evaluate(
             report["protocol"]["differs_from_dlib"],
         )
     write_json(files.metrics, report)
-    if model is not None and files.run_file.exists():
-        run = tracking.read_run_file(files.run_file)
+    if model is not None and run is not None:
         log_evaluation(run, report, params.registry.selection_metric, dataset.manifest)
         tracking.set_tags(
             run,

@@ -23,7 +23,7 @@ from bvae.errors import MissingInput
 from bvae.fileio import file_digest, write_json
 from bvae.model_file import model_from_state, read_model_file, weights_digest
 from bvae.report_keys import HEADLINE
-from bvae.stages.run_files import RunFiles
+from bvae.stages.run_files import RunFiles, trained_run
 from bvae.tracking import registry
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def model_tags(config: dict) -> dict[str, object]:
 
 def run_register(params: Params, files: RunFiles = RunFiles()) -> registry.Registration:
     config = params.registry
-    run = tracking.read_run_file(files.run_file)
+    run = trained_run(files) or tracking.read_run_file(files.run_file)  # the latter: MissingInput
     if run.model_uri is None:
         raise MissingInput(f"{files.run_file} has no model_uri: the train stage did not finish; rerun it.")
     report = json.loads(files.metrics.read_text())

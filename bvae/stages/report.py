@@ -16,7 +16,7 @@ from bvae.config import Params
 from bvae.errors import MissingInput
 from bvae.fileio import atomic_path
 from bvae.report import Figure, ReportInputs, render_html
-from bvae.stages.run_files import RunFiles
+from bvae.stages.run_files import RunFiles, trained_run
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def run_report(params: Params, files: RunFiles = RunFiles()) -> Path:
     summary = _read_json(files.summary, "train")
     metrics = _read_json(files.metrics, "evaluate")
     latents = _read_json(files.latents, "traverse")
-    run = tracking.read_run_file(files.run_file) if files.run_file.exists() else None
+    run = trained_run(files)
     dumped = params.model_dump(mode="json")
     described = {section: dumped[section] for section in REPORTED_PARAMS}  # what made this model
     flat_params = {"data.source": params.data.source, **tracking.flatten(described)}

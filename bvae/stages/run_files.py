@@ -13,7 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bvae.tracking.runs import RUN_FILE
+from bvae.errors import BadInput
+from bvae.model_file import read_model_file
+from bvae.tracking.runs import RUN_FILE, RunHandle, read_run_file
 
 SHARDS = Path("data/shards")  # what every stage reads (dvc.yaml's shard stage writes it)
 
@@ -55,3 +57,25 @@ class RunFiles:
             report=inspected / "report.html",
             registered=None,
         )
+
+
+class StaleRunFile(BadInput, ValueError):
+    """The run file names another MLflow run than the one that trained the model file."""
+
+
+def trained_run(files: RunFiles) -> RunHandle | None:
+    """The MLflow run that trained ``files.model``: the run file's (None without one), refused
+    when the model file records another run. A train that failed after starting its run
+    leaves the run file naming that FAILED run beside the previous model; a later stage must
+    not log the previous model's figures into it."""
+    if not files.run_file.exists():
+        return None
+    run = read_run_file(files.run_file)
+    trained_in = read_model_file(files.model).get("mlflow_run_id") if files.model.exists() else None
+    if trained_in is not None and trained_in != run.run_id:
+        raise StaleRunFile(
+            f"{files.run_file} names MLflow run {run.run_id}, but {files.model} was trained in run "
+            f"{trained_in}: the last training started a run and stopped before it wrote its model. "
+            "Rerun the train stage (`dvc repro train`)."
+        )
+    return run

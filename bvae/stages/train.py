@@ -35,7 +35,7 @@ from bvae.checkpoint import remove_checkpoint, resumable_state, save_checkpoint
 from bvae.collapse import CollapseWatch, collapse_record
 from bvae.config import Params
 from bvae.data.shards import load_dataset
-from bvae.fileio import atomic_path, write_json
+from bvae.fileio import atomic_path, check_writable, write_json
 from bvae.model_file import save_model_file
 from bvae.runtime import Runtime
 from bvae.stages.run_files import SHARDS, RunFiles
@@ -195,7 +195,6 @@ class TrackedTraining:
 
     def _start_runs(self, params: Params, parent_spec: ParentRun | None, state: dict | None, shards: Path):
         """The parent run (a sweep's) and one run per member: reopened after a resume, else new."""
-        manifest = self.dataset.manifest
         experiment = params.tracking.experiment
         parent = None
         if parent_spec is not None and parent_spec.given:
@@ -209,7 +208,22 @@ class TrackedTraining:
                 resume_run_id=state.get("parent_run_id") if state else None,
             )
         resumed = state.get("member_run_ids") if state else None
-        runs = []
+        runs: list[tracking.RunHandle] = []
+        try:
+            self._start_member_runs(params, parent, resumed, shards, runs)
+        except BaseException as error:  # a run is never left RUNNING by a failed start
+            status = "FAILED" if isinstance(error, Exception) else "KILLED"
+            owned = parent if parent_spec is not None and not parent_spec.given else None
+            for run in (*runs, owned):
+                if run is not None:
+                    end_run_if_possible(run, status)
+            raise
+        return parent, runs
+
+    def _start_member_runs(self, params: Params, parent, resumed, shards: Path, runs: list) -> None:
+        """One run per member, appended to ``runs`` as each starts (so a failure can end them)."""
+        manifest = self.dataset.manifest
+        experiment = params.tracking.experiment
         for k, member in enumerate(self.members):
             tags = {
                 **({"mlflow.parentRunId": parent.run_id} if parent else {}),
@@ -230,14 +244,13 @@ class TrackedTraining:
                     member.params.objective, member.params.train.seed, member.params.model.architecture
                 ),
             )
+            runs.append(run)
             if not resumed:
                 tracking.log_dataset(
                     run, shards / "manifest.json", manifest.digest, manifest.source, manifest.num_images
                 )
             if member.files is not None:
                 tracking.write_run_file(run, member.files.run_file)
-            runs.append(run)
-        return parent, runs
 
     # -- training ---------------------------------------------------------------------------
     def _on_log(self, trainer: Trainer) -> None:
@@ -411,6 +424,7 @@ def run_train(
     runtime = runtimes.decide(params.train, params.model, world=world)
     if world.is_main:
         tracking.check_tracking_server()
+        check_writable(path.parent for path in (files.model, files.run_file, files.curves, checkpoint))
     if fresh and world.is_main:
         remove_checkpoint(checkpoint)
     dataset = load_dataset(shards, show_progress=show_progress and world.is_main)
@@ -440,6 +454,7 @@ def run_sweep_train(
     members = sweep_members(params)
     runtime = runtimes.decide(params.train, params.model, len(members), params.sweep.mechanism)
     tracking.check_tracking_server()
+    check_writable([paths.train.parent, paths.checkpoint.parent])
     if fresh:
         remove_checkpoint(paths.checkpoint)
     dataset = load_dataset(paths.shards, show_progress=show_progress)

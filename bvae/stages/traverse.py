@@ -25,7 +25,7 @@ from bvae.model_file import load_model
 from bvae.models import BetaVAE
 from bvae.representations import torch_encoder
 from bvae.runtime import select_device
-from bvae.stages.run_files import SHARDS, RunFiles
+from bvae.stages.run_files import SHARDS, RunFiles, trained_run
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +131,9 @@ def run_traverse(
     config = params.traverse
     check_output_folder(files.traversals, force=force)  # these two before the data load
     device = select_device(config.device, "traverse.device")
-    if files.run_file.exists():  # the images go to this run at the end
-        tracking.check_tracking_server(tracking.read_run_file(files.run_file).tracking_uri)
+    run = trained_run(files)  # the images go to this run at the end
+    if run is not None:
+        tracking.check_tracking_server(run.tracking_uri)
     data = DSprites(load_dataset(shards).images)
     model = model or load_model(files.model)
     with atomic_path(files.traversals, directory=True, force=force) as staging:
@@ -153,8 +154,7 @@ def run_traverse(
     log.info("%s", traversal.summary_line(report["summary"]))
     if report["collapsed"]:
         log.warning("%s", traversal.COLLAPSED_NOTE)
-    if files.run_file.exists():
-        run = tracking.read_run_file(files.run_file)
+    if run is not None:
         tracking.log_artifacts(run, files.traversals, "traversals")
         for path in (files.latents, files.latents_markdown):
             tracking.log_artifact(run, path, "traversals")
