@@ -66,6 +66,8 @@ def test_dvc_repro_train_metrics_plots_and_mlflow(pipeline_repo):
     run(["dvc", "plots", "show", "-o", "plots-out"], repo)
     page = (repo / "plots-out/index.html").read_text()
     assert "KL per latent" in page and "Training loss" in page
+    # Offline the Vega curves stay blank: the page says so once and points at the report.
+    assert 'id="offline"' in page and "reports/report.html" in page and page.count("cdn.jsdelivr.net") >= 2
     # The default store is an absolute SQLite file in the repository root.
     run_file = json.loads((repo / "models/mlflow_run.json").read_text())
     assert run_file["tracking_uri"] == f"sqlite:///{repo / 'mlflow.db'}"
