@@ -8,6 +8,7 @@ not after a 2.8 GiB load.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -118,6 +119,36 @@ def graphs_wanted(train: TrainConfig, device: torch.device, distributed: bool) -
             "Set train.cuda_graphs to auto or off, or train.nproc to 1."
         )
     return wanted
+
+
+def machine_tags(runtime: Runtime) -> dict[str, str]:
+    """What a run's weights depend on beyond its params and data: the same seed gives the same
+    weights only on the same kernels. CPU kernels are chosen by instruction set (ATen's
+    dispatch: ``default``, ``AVX2``, ``AVX512``…) and training amplifies their rounding
+    differences, so a run records the device, torch and that capability (docs/operations.md)."""
+    tags = {
+        "train_device": str(runtime.device),
+        "torch_version": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_vector_isa": cpu_vector_isa(),
+    }
+    if os.environ.get("ONEDNN_MAX_CPU_ISA"):  # oneDNN's convolutions: what decides CPU weights
+        tags["onednn_max_cpu_isa"] = os.environ["ONEDNN_MAX_CPU_ISA"]
+    if runtime.device.type == "cuda":
+        tags["cuda_device"] = torch.cuda.get_device_name(runtime.device)
+    return tags
+
+
+def cpu_vector_isa() -> str:
+    """The widest x86 vector instructions the CPU has (``avx512f``, ``avx2``, ``sse4_2``), which
+    oneDNN picks its convolution kernels by; ``unknown`` off Linux/x86."""
+    try:
+        flags = next(
+            (line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags")), []
+        )
+    except OSError:
+        return "unknown"
+    return next((isa for isa in ("avx512f", "avx2", "sse4_2") if isa in flags), "unknown")
 
 
 def start(runtime: Runtime) -> None:

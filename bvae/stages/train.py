@@ -233,6 +233,7 @@ class TrackedTraining:
                 "data_source": manifest.source,
                 "data_digest": manifest.digest,
                 "world_size": str(self.world.size),
+                **runtimes.machine_tags(self.trainer.runtime),
             }
             run = tracking.start_run(
                 experiment,
