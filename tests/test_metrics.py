@@ -225,3 +225,17 @@ def test_dci_default_is_dlibs_gbt_fitted_in_parallel_with_the_same_numbers(grid)
     assert protocol("dlib", "gbt")["comparable_to_dlib"] is True
     labelled = protocol("dlib", "forest")
     assert labelled["comparable_to_dlib"] is False and "dci_estimator forest" in labelled["differs_from_dlib"]
+
+
+def test_long_metrics_report_progress_with_the_time_left(grid, caplog):
+    """Off a terminal (a DVC or Prefect log), BetaVAE and FactorVAE log a line per 10 % of
+    their points, with the time left, and DCI a line per factor fitted."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="bvae.progress")
+    score(grid, factor_representation, sizes=metric_sizes("smoke"), metrics=("beta_vae", "factor_vae", "dci"))
+    lines = [record.getMessage() for record in caplog.records if record.name == "bvae.progress"]
+    for metric in ("BetaVAE", "FactorVAE"):
+        own = [line for line in lines if line.startswith(metric)]
+        assert len(own) == 10 and "s left" in own[0] and own[-1].split(": ")[1].startswith("100%"), own
+    assert len([line for line in lines if line.startswith("DCI")]) == 5  # the grid's 5 factors

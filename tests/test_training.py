@@ -166,8 +166,9 @@ def test_mlflow_run_contents(uninterrupted, train_repo):
     assert dataset_input.dataset.name == "dsprites-procedural"
     assert logged.data.tags["git_commit"] == uninterrupted["head"]
     # The kernels the weights came from: the same seed is the same weights only on these.
-    assert logged.data.tags["train_device"] == "cpu" and logged.data.tags["torch_version"] == torch.__version__
-    assert logged.data.tags["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    tags = logged.data.tags
+    assert tags["train_device"] == "cpu" and tags["torch_version"] == torch.__version__
+    assert tags["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     # No DVC experiment name (bvae train run by hand): the run is named by what it trained.
     assert logged.info.status == "FINISHED" and logged.info.run_name == "beta4-seed0-conv"
     # MLflow 3's UI opens the experiment on its runs, not on an empty GenAI dashboard.

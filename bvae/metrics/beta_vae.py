@@ -16,6 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 
 from bvae.metrics.sampling import Representation, sample_pair_batches
+from bvae.progress import progress
 
 
 def liblinear_ovr(seed: int) -> OneVsRestClassifier:
@@ -46,12 +47,16 @@ def beta_vae_points(
     num_points: int,
     rng: np.random.Generator,
     batch_size: int = 64,
+    bar=None,
 ) -> tuple[np.ndarray, np.ndarray]:
+    """``num_points`` (feature, factor) points; ``bar``: a progress bar to advance per point."""
     features, labels = [], []
     for _ in range(num_points):
         factor, first, second = sample_pair_batches(ground_truth, batch_size, rng)
         features.append(np.mean(np.abs(represent(first, rng) - represent(second, rng)), axis=0))
         labels.append(factor)
+        if bar is not None:
+            bar.update(1)
     return np.array(features), np.array(labels)
 
 
@@ -65,6 +70,8 @@ def beta_vae_score(
     num_eval: int = 5000,
     seed: int = 0,
 ) -> dict[str, float]:
-    train = beta_vae_points(ground_truth, represent, num_train, rng, batch_size)
-    evaluation = beta_vae_points(ground_truth, represent, num_eval, rng, batch_size)
+    total = num_train + num_eval
+    with progress(total=total, desc=f"BetaVAE {total:,} points", unit="point") as bar:
+        train = beta_vae_points(ground_truth, represent, num_train, rng, batch_size, bar)
+        evaluation = beta_vae_points(ground_truth, represent, num_eval, rng, batch_size, bar)
     return compute_beta_vae_score(*train, *evaluation, seed=seed)

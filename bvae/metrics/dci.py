@@ -25,6 +25,7 @@ from scipy import stats
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 
 from bvae.metrics.sampling import Representation, sample_codes_and_factors
+from bvae.progress import progress
 
 ESTIMATORS = ("gbt", "forest")
 
@@ -69,12 +70,18 @@ def importance_matrix(
     """
     num_factors = train_factors.shape[1]
     order = sorted(range(num_factors), key=lambda j: -len(np.unique(train_factors[:, j])))
-    fits = Parallel(n_jobs=n_jobs if estimator == "gbt" else 1, prefer="threads")(
-        delayed(_fit_factor)(
-            estimator, seed, train_codes, train_factors[:, j], test_codes, test_factors[:, j]
+    with progress(total=num_factors, desc=f"DCI {estimator} fits", unit="factor", every_percent=1) as bar:
+
+        def fit(j: int):
+            fitted = _fit_factor(
+                estimator, seed, train_codes, train_factors[:, j], test_codes, test_factors[:, j]
+            )
+            bar.update(1)  # a line per factor fitted, with the time left
+            return fitted
+
+        fits = Parallel(n_jobs=n_jobs if estimator == "gbt" else 1, prefer="threads")(
+            delayed(fit)(j) for j in order
         )
-        for j in order
-    )
     by_factor = dict(zip(order, fits, strict=True))
     matrix = np.stack([by_factor[j][0] for j in range(num_factors)], axis=1)
     train_accuracy = [by_factor[j][1] for j in range(num_factors)]

@@ -19,6 +19,7 @@ from bvae.metrics.sampling import (
     sample_codes_and_factors,
     sample_fixed_factor_batch,
 )
+from bvae.progress import progress
 
 PRUNE_STD = 0.05
 
@@ -61,12 +62,15 @@ def factor_vae_score(
         return {"train_accuracy": 0.0, "eval_accuracy": 0.0, "num_active_dims": 0}
     num_factors = len(ground_truth.factor_sizes)
 
-    def votes(count: int) -> np.ndarray:
+    def votes(count: int, bar) -> np.ndarray:
         table = np.zeros((num_factors, codes.shape[1]), dtype=np.int64)
         for _ in range(count):
             factor, factors = sample_fixed_factor_batch(ground_truth, batch_size, rng)
             table[factor, vote(represent(factors, rng), global_variances, active)] += 1
+            bar.update(1)
         return table
 
-    scores = compute_factor_vae_score(votes(num_train), votes(num_eval))
+    total = num_train + num_eval
+    with progress(total=total, desc=f"FactorVAE {total:,} votes", unit="vote") as bar:
+        scores = compute_factor_vae_score(votes(num_train, bar), votes(num_eval, bar))
     return {**scores, "num_active_dims": int(active.sum())}
