@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -137,8 +137,12 @@ def save_training_curves(path: str | os.PathLike, curves: dict[str, np.ndarray])
     axes[0].set_yscale("log")
     axes[0].set_title("Loss (nats / image)")
     axes[1].plot(step, curves["kl"], label="KL")
-    axes[1].plot(step, curves["capacity"], label="capacity C", linestyle="--")
-    axes[1].set_title("KL and capacity (nats)")
+    capacity = curves.get("capacity")
+    if capacity is not None and np.any(capacity):  # a β run's C is 0 throughout
+        axes[1].plot(step, capacity, label="capacity C", linestyle="--")
+        axes[1].set_title("KL and capacity (nats)")
+    else:
+        axes[1].set_title("KL (nats)")
     for key in sorted((k for k in curves if k.startswith("kl_z")), key=lambda k: int(k[4:])):
         axes[2].plot(step, curves[key], label=key[3:])
     axes[2].set_title("KL per latent (nats)")
@@ -154,6 +158,29 @@ def save_training_curves(path: str | os.PathLike, curves: dict[str, np.ndarray])
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
+
+
+def metrics_chart_png(columns: Sequence[tuple[str, Mapping]], scores: Sequence[tuple[str, str]]) -> bytes:
+    """The model against the baselines: a bar per column (the model's representations, each
+    baseline) for each headline score; PNG bytes for the report page."""
+    import io
+
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(10, 3.6), dpi=100)
+    width = 0.8 / max(len(columns), 1)
+    for number, (label, values) in enumerate(columns):
+        heights = [np.nan if (values.get(m) or {}).get(n) is None else values[m][n] for m, n in scores]
+        axis.bar(np.arange(len(scores)) + number * width, heights, width, label=label)
+    axis.set_xticks(np.arange(len(scores)) + width * (len(columns) - 1) / 2)
+    axis.set_xticklabels([f"{metric}\n{name}" for metric, name in scores], fontsize=8)
+    axis.set_ylim(0, 1)
+    axis.set_title("The model against the baselines")
+    axis.legend(fontsize=7, ncol=min(len(columns), 4))
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
 
 
 def save_sweep_chart(

@@ -47,7 +47,36 @@ class ReportInputs:
     latents: Mapping[str, object]  # reports/latents.json
     figures: Sequence[Figure] = field(default_factory=tuple)
     run_link: str | None = None  # the MLflow run's page
+    run_id: str | None = None
+    browse_command: str | None = None  # how to open the run's page (a file store needs `mlflow ui`)
+    commit: str | None = None  # the code that made the model
     data_source: str | None = None  # what the model trained on, in words
+
+
+# The scores the chart of the model against the baselines shows (each metric's own, all in [0, 1]).
+CHART_SCORES = (
+    ("beta_vae", "eval_accuracy"),
+    ("factor_vae", "eval_accuracy"),
+    ("mig", "discrete_mig"),
+    ("dci", "disentanglement"),
+    ("sap", "sap_score"),
+    ("modularity", "modularity"),
+)
+
+# Objective params a run of the other kind never reads: left off its page.
+UNUSED_BY = {
+    "beta": ("objective.gamma", "objective.capacity_max_nats", "objective.capacity_steps"),
+    "capacity": ("objective.beta",),
+}
+
+
+def shown_params(params: Mapping[str, object]) -> dict[str, object]:
+    """The params that made this model: without the other objective's settings, and without
+    ``objective.gaussian_std`` for a Bernoulli model."""
+    hidden = set(UNUSED_BY.get(str(params.get("objective.kind")), ()))
+    if params.get("model.likelihood", "bernoulli") != "gaussian":
+        hidden.add("objective.gaussian_std")
+    return {key: value for key, value in params.items() if key not in hidden}
 
 
 def metric_columns(metrics: Mapping[str, object]) -> list[tuple[str, Mapping]]:
@@ -146,6 +175,9 @@ def render_html(inputs: ReportInputs) -> str:
         title=inputs.title,
         data_source=inputs.data_source,
         run_link=inputs.run_link,
+        run_id=inputs.run_id,
+        browse_command=inputs.browse_command,
+        commit=inputs.commit,
         collapse_found=collapse_found(inputs),
         collapsed_note=COLLAPSED_NOTE,
         training=training,
@@ -159,5 +191,5 @@ def render_html(inputs: ReportInputs) -> str:
         latent_summary=summary_line(summary_of_latents) if summary_of_latents else None,
         entangled_share=inputs.latents.get("entangled_share"),
         figures=inputs.figures,
-        params=[[key, value] for key, value in inputs.params.items()],
+        params=[[key, value] for key, value in shown_params(inputs.params).items()],
     )

@@ -102,3 +102,67 @@ def test_a_collapsed_model_is_named_so_at_the_top():
     )
     banner = page.index("Posterior collapse: every image gets the same code")
     assert banner < page.index("<h2>Training</h2>") and "(found by: training, evaluation)" in page
+
+
+def test_the_page_shows_what_made_the_model_and_where_its_run_is():
+    """The commit, the MLflow run and how to open it, and only the params the objective reads."""
+    params = {
+        "objective.kind": "beta",
+        "objective.beta": 4.0,
+        "objective.gamma": 1000.0,
+        "objective.capacity_max_nats": 25.0,
+        "objective.capacity_steps": 100000,
+        "objective.gaussian_std": 0.1,
+        "model.likelihood": "bernoulli",
+    }
+    page = render_html(
+        ReportInputs(
+            title="a run",
+            params=params,
+            train_summary={"step": 10},
+            metrics=METRICS,
+            latents=LATENTS,
+            run_link="http://127.0.0.1:5000/#/experiments/1/runs/abc123",
+            run_id="abc123",
+            browse_command="mlflow ui --backend-store-uri sqlite:///repo/mlflow.db",
+            commit="0123456789abcdef",
+        )
+    )
+    assert "commit <code>0123456789ab</code>" in page and "MLflow run <code>abc123</code>" in page
+    assert 'href="http://127.0.0.1:5000/#/experiments/1/runs/abc123"' in page
+    assert "mlflow ui --backend-store-uri sqlite:///repo/mlflow.db" in page
+    assert "objective.beta" in page
+    unused = ("objective.gamma", "objective.capacity_max_nats", "objective.capacity_steps", "gaussian_std")
+    assert not [key for key in unused if key in page]
+    capacity = render_html(
+        ReportInputs(
+            title="t",
+            params={**params, "objective.kind": "capacity"},
+            train_summary={},
+            metrics={},
+            latents={},
+        )
+    )
+    assert "objective.gamma" in capacity and "objective.beta<" not in capacity
+    assert "not tracked in MLflow" in capacity
+
+
+def test_the_chart_of_the_model_against_the_baselines_is_a_png():
+    from bvae.stages.report import metrics_figure
+
+    figure = metrics_figure(METRICS)
+    assert figure is not None and figure.caption == "The model against the baselines"
+    assert figure.data.startswith(b"\x89PNG") and Image.open(io.BytesIO(figure.data)).size[0] > 500
+    assert metrics_figure({}) is None
+
+
+def test_reconstructions_are_drawn_across_shape_scale_and_orientation():
+    import numpy as np
+
+    from bvae.stages.traverse import reconstruction_classes
+
+    classes = reconstruction_classes(10, np.random.default_rng(0))
+    assert set(classes[:, 1]) == {0, 1, 2}  # every shape
+    assert classes[:, 2].min() == 0 and classes[:, 2].max() == 5  # smallest to largest
+    assert len(set(classes[:, 3])) == 10 and classes[:, 3].max() == 39  # orientations spread
+    assert len({tuple(row) for row in classes}) == 10

@@ -14,8 +14,9 @@ from pathlib import Path
 from bvae import tracking
 from bvae.config import Params
 from bvae.errors import MissingInput
+from bvae.figures import metrics_chart_png
 from bvae.fileio import atomic_path
-from bvae.report import Figure, ReportInputs, render_html
+from bvae.report import CHART_SCORES, Figure, ReportInputs, metric_columns, render_html
 from bvae.stages.run_files import RunFiles, trained_run
 
 log = logging.getLogger(__name__)
@@ -54,11 +55,24 @@ def collect_figures(folder: Path) -> list[Figure]:
     return figures
 
 
-def run_link(run: tracking.RunHandle) -> str | None:
-    """The run's page when the store is a server the reader can open; none for a file store."""
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a file store by default
+
+
+def run_link(run: tracking.RunHandle) -> tuple[str, str | None]:
+    """The run's page, and the command that serves it when the store is a file (SQLite):
+    ``mlflow ui`` on it serves that page at its default address."""
     if run.tracking_uri.startswith(("http://", "https://")):
-        return tracking.ui_page(run.tracking_uri, run.experiment_id, run.run_id)
-    return None
+        return tracking.ui_page(run.tracking_uri, run.experiment_id, run.run_id), None
+    command = f"mlflow ui --backend-store-uri {run.tracking_uri}"
+    return tracking.ui_page(LOCAL_UI, run.experiment_id, run.run_id), command
+
+
+def metrics_figure(metrics: dict) -> Figure | None:
+    """The chart of the model's headline scores beside every baseline's."""
+    columns = metric_columns(metrics)
+    if not any((values.get(m) or {}).get(n) is not None for _, values in columns for m, n in CHART_SCORES):
+        return None
+    return Figure("The model against the baselines", ".png", metrics_chart_png(columns, CHART_SCORES))
 
 
 def run_report(params: Params, files: RunFiles = RunFiles()) -> Path:
@@ -71,14 +85,19 @@ def run_report(params: Params, files: RunFiles = RunFiles()) -> Path:
     flat_params = {"data.source": params.data.source, **tracking.flatten(described)}
     trained_on = summary.get("data_source")  # what data.source resolved to (auto: either)
     which = f"MLflow run {run.run_id[:8]}" if run else "not tracked"
+    link, browse = run_link(run) if run else (None, None)
+    chart = metrics_figure(metrics)
     inputs = ReportInputs(
         title=f"β-VAE on dSprites, {params.objective.kind} objective ({which})",
         params=flat_params,
         train_summary=summary,
         metrics=metrics,
         latents=latents,
-        figures=collect_figures(files.traversals),
-        run_link=run_link(run) if run else None,
+        figures=[*([chart] if chart else []), *collect_figures(files.traversals)],
+        run_link=link,
+        run_id=run.run_id if run else None,
+        browse_command=browse,
+        commit=tracking.git_commit(Path.cwd()),
         data_source=f"{trained_on} dSprites (data.source: {params.data.source})" if trained_on else None,
     )
     with atomic_path(files.report) as temporary:

@@ -48,6 +48,25 @@ def seed_classes(config: TraverseConfig, rng: np.random.Generator) -> np.ndarray
     return np.concatenate([canonical, extra])
 
 
+def reconstruction_classes(count: int, rng: np.random.Generator) -> np.ndarray:
+    """The images shown with their reconstructions: the shapes in turn, the scales and
+    orientations spread from smallest to largest across the row, positions at random (not
+    the first of a sorted sample, which are all the smallest unrotated square)."""
+    spread = np.arange(count) / max(count - 1, 1)
+    sizes = factors.FACTOR_SIZES
+    return np.stack(
+        [
+            np.zeros(count, np.int64),  # colour: dSprites has one
+            np.arange(count) % sizes[1],
+            np.rint(spread * (sizes[2] - 1)).astype(np.int64),
+            np.rint(spread * (sizes[3] - 1)).astype(np.int64),
+            rng.integers(0, sizes[4], size=count),
+            rng.integers(0, sizes[5], size=count),
+        ],
+        axis=1,
+    )
+
+
 def render_reports(
     model: BetaVAE,
     data: DSprites,
@@ -88,8 +107,9 @@ def render_reports(
             frame_ms=config.gif_frame_ms,
             panel_labels=[f"z{k} KL {kl_per_latent[k]:.1f}" for k in order],
         )
-    originals = data.images[sample[: config.reconstructions]].astype(np.float32)
-    reconstructions = decode(latents_mean[: config.reconstructions])
+    shown = factors.index_from_classes(reconstruction_classes(config.reconstructions, rng))
+    originals = data.images[shown].astype(np.float32)
+    reconstructions = decode(encode(data.images[shown])[0])
     pairs = np.stack([originals, reconstructions])
     figures.save_labelled_grid(
         out_dir / "reconstructions.png", traversal.mosaic(pairs), ["original", "reconstruction"]
