@@ -21,6 +21,7 @@ from bvae.tracking.store import (
     check_tracking_server,
     default_artifact_location,
     server_calls,
+    store_of_run_file,
     tracking_uri,
 )
 
@@ -218,7 +219,7 @@ def read_run_file(path: str | os.PathLike = RUN_FILE) -> RunHandle:
     return RunHandle(
         data["run_id"],
         data["experiment_id"],
-        data["tracking_uri"],
+        store_of_run_file(data["tracking_uri"]),
         model_uri=data.get("model_uri"),
         model_id=data.get("model_id"),
     )

@@ -5,6 +5,12 @@
   ``<root>/mlartifacts``). The root is DVC's ``DVC_ROOT``, which DVC points at the parent
   repository even inside ``dvc exp run --temp`` and queue workspaces, so experiments run
   there land in the same store (a relative ``sqlite:///mlflow.db`` would not).
+- The default store moves with its project (:func:`relocate_store`): MLflow records absolute
+  artifact paths, so a moved or copied project would read and write the original's
+  ``mlartifacts/``. When this project's ``mlflow.db`` names another root, its paths are
+  rewritten to this one the first time it is opened; and a run file written in the old
+  place names this project's store (:func:`store_of_run_file`). No stage but training
+  creates a store where there was none.
 - A server that stops answering fails a call in seconds, not minutes: MLflow's HTTP retries
   (7 by default, with a doubling back-off: about 4 minutes a call) are capped here unless the
   user set them, and :func:`server_calls` turns the failure into one :class:`TrackingError`.
@@ -14,7 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
+import sqlite3
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -31,6 +39,17 @@ HTTP_DEFAULTS = {
 }
 for _variable, _value in HTTP_DEFAULTS.items():
     os.environ.setdefault(_variable, _value)
+
+
+log = logging.getLogger(__name__)
+
+# Where MLflow's SQL schema holds artifact paths (MLflow 3); a table an older store lacks is skipped.
+ARTIFACT_COLUMNS = {
+    "experiments": ("artifact_location",),
+    "runs": ("artifact_uri",),
+    "logged_models": ("artifact_location",),
+    "model_versions": ("source", "storage_location"),
+}
 
 
 class TrackingError(Transient, RuntimeError):
@@ -74,6 +93,68 @@ def default_artifact_location() -> str | None:
     return None
 
 
+def _local_store(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def recorded_root(database: Path) -> Path | None:
+    """The project root a local store's artifact paths point into (``<root>/mlartifacts``)."""
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        try:
+            rows = connection.execute("SELECT artifact_location FROM experiments").fetchall()
+        except sqlite3.Error:  # an empty file, or not MLflow's: nothing to relocate
+            return None
+    for (location,) in rows:
+        path = (location or "").removeprefix("file://")
+        if path.endswith("/mlartifacts"):
+            return Path(path).parent
+    return None
+
+
+def relocate_store(database: Path, root: Path) -> bool:
+    """Rewrite the artifact paths of ``database`` from the root it was made in to ``root``
+    (one transaction); True if there was anything to rewrite."""
+    old = recorded_root(database)
+    if old is None or old == root:
+        return False
+    replacements = [(f"{old}/mlartifacts", f"{root}/mlartifacts"), (f"{old}/mlruns", f"{root}/mlruns")]
+    with contextlib.closing(sqlite3.connect(database)) as connection, connection:
+        tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        for table, columns in ARTIFACT_COLUMNS.items():
+            if table not in tables:
+                continue
+            for column in columns:
+                for before, after in replacements:
+                    connection.execute(
+                        f"UPDATE {table} SET {column} = replace({column}, ?, ?) WHERE {column} LIKE ?",
+                        (before, after, f"%{before}%"),
+                    )
+    log.info("the MLflow store %s was made in %s: its artifact paths now point into %s", database, old, root)
+    return True
+
+
+def store_of_run_file(uri: str) -> str:
+    """The store a run file's ``tracking_uri`` means here. A run file written in this project
+    before it was moved or copied names the default store of the old place; that store moved
+    with the project, so it is this project's ``mlflow.db``. Refused, with what to do, when
+    this project has none: MLflow would create an empty store at the old path."""
+    path = _local_store(uri)
+    if path is None or path.name != "mlflow.db" or os.environ.get("MLFLOW_TRACKING_URI"):
+        return uri
+    root = project_root()
+    other_project = not path.parent.exists() or (path.parent / "dvc.yaml").exists()
+    if path.parent == root or not other_project:
+        return uri
+    ours = root / "mlflow.db"
+    if not ours.exists():
+        raise MissingInput(
+            f"the run file names the MLflow store {path}, of a project at {path.parent}; this project "
+            f"({root}) has no store of its own. Rerun the train stage here (`dvc repro -f train`), or "
+            f"set MLFLOW_TRACKING_URI=sqlite:///{path} to log into that one."
+        )
+    return f"sqlite:///{ours}"
+
+
 def check_tracking_server(uri: str | None = None, timeout_s: float = 5.0) -> None:
     """Fail fast, with one clear message, if an http(s) tracking server does not answer."""
     uri = uri or tracking_uri()
@@ -111,6 +192,9 @@ def require_existing_store(uri: str | None = None) -> str:
 def _client_for(uri: str):
     import mlflow
 
+    path = _local_store(uri)
+    if path is not None and path.exists() and path.parent == project_root():
+        relocate_store(path, path.parent)  # this project's own store, moved here with it
     return mlflow.MlflowClient(uri)
 
 
