@@ -7,7 +7,9 @@ an MLflow run, a registry version) that a cached result would silently skip.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from prefect.concurrency.sync import concurrency
 from prefect.tasks import exponential_backoff
 
 from bvae.config import ParamsError
+from bvae.tracking.lineage import PREFECT_FLOW_RUN_ENV, PREFECT_FLOW_RUN_URL_ENV
 from flows.experiments import (
     STAGE_FAILED,
     STAGE_RUNS,
@@ -65,6 +68,20 @@ def ensure_limit(name: str, slots: int | None) -> int:
             return size
 
 
+def prefect_lineage() -> dict[str, str]:
+    """The flow run this experiment runs under, for the stages' MLflow runs to point back to
+    (``bvae.tracking.lineage``: tags ``prefect_flow_run_id`` and ``prefect_flow_run_url``)."""
+    from prefect.runtime import flow_run
+
+    found = {}
+    if flow_run.id:
+        found[PREFECT_FLOW_RUN_ENV] = str(flow_run.id)
+    url = getattr(flow_run, "ui_url", None)
+    if url:
+        found[PREFECT_FLOW_RUN_URL_ENV] = str(url)
+    return found
+
+
 def retry_unless_permanent(task_, task_run, state) -> bool:
     """Retry network hiccups and crashes; never a bad parameter or a stage that rejected input."""
     try:
@@ -82,11 +99,31 @@ class StageFailed(RuntimeError):
     """A DVC stage exited non-zero (the experiment's error says how and what to do)."""
 
 
+# bvae's log lines ("12:00:01 WARNING bvae.stages.train: …") and DVC's ("ERROR: …") carry
+# their level; terminal colour codes are stripped before a line reaches Prefect.
+_BVAE_LEVEL = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
+_DVC_LEVEL = re.compile(r"^(ERROR|WARNING):")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def log_line(logger, line: str) -> None:
+    """``line`` to ``logger`` at the level the line itself names (INFO otherwise), uncoloured."""
+    text = _ANSI.sub("", line)
+    found = _BVAE_LEVEL.match(text) or _DVC_LEVEL.match(text)
+    logger.log(logging.getLevelName(found[1]) if found else logging.INFO, "%s", text)
+
+
 class StageOutput:
-    """DVC's output lines, read one stage at a time; every line read is echoed once."""
+    """DVC's output lines, read one stage at a time; every line read is echoed once, to the
+    logger of the task run of the stage it belongs to (``echo_to``)."""
 
     def __init__(self, lines: Iterator[str], echo: Callable[[str], None]):
         self.lines, self.echo, self.pending = lines, echo, None
+
+    def echo_to(self, echo: Callable[[str], None]) -> Callable[[str], None]:
+        """Echo later lines with ``echo``; returns the previous echo."""
+        previous, self.echo = self.echo, echo
+        return previous
 
     def next_line(self) -> str | None:
         if self.pending is not None:
@@ -113,7 +150,12 @@ def dvc_stage(stage: str, output: StageOutput, skipped: str | None = None) -> st
     """One stage of the running pipeline, for as long as DVC runs it (its output is the log)."""
     if skipped:
         return skipped
-    output.rest_of_stage(stage)
+    logger = get_run_logger()
+    previous = output.echo_to(lambda line: log_line(logger, line))  # the stage's lines on its own run
+    try:
+        output.rest_of_stage(stage)
+    finally:
+        output.echo_to(previous)
     return "ran"
 
 
@@ -151,9 +193,10 @@ def run_pipeline(
     as experiment ``name``, holding one slot of ``limit`` while it runs."""
     logger = get_run_logger()
     project_dir = Path(project)
+    extra_env = {**prefect_lineage(), **(extra_env or {})}
 
     def follow(lines: Iterator[str]) -> None:
-        follow_stages(lines, logger.info)
+        follow_stages(lines, lambda line: log_line(logger, line))
 
     if limit is None:
         return run_experiment(

@@ -47,6 +47,18 @@ def stage_runs(flow_run_id) -> list[tuple[str, str]]:
     return [(run_.name, run_.state.type.value) for run_ in stages]
 
 
+def stage_logs(flow_run_id, name: str) -> list:
+    """The log lines Prefect holds for the flow run's stage task run ``name``."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterTaskRunId
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)  # the handler sends in batches
+    with get_client(sync_client=True) as client:
+        flow_run = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        (stage,) = [run_ for run_ in client.read_task_runs(flow_run_filter=flow_run) if run_.name == name]
+        return client.read_logs(log_filter=LogFilter(task_run_id=LogFilterTaskRunId(any_=[stage.id])))
+
+
 def test_retrain_runs_the_pipeline_as_an_experiment_and_registers(project):
     from flows.retrain import retrain
 
@@ -85,6 +97,14 @@ def test_retrain_runs_the_pipeline_as_an_experiment_and_registers(project):
         "register",
     ]
     assert all(state == "COMPLETED" for _, state in stages)
+    # Each stage's lines are on its own task run, at their own level, uncoloured; the MLflow
+    # run links back to the flow run.
+    train_lines = [entry.message for entry in stage_logs(result["flow_run_id"], "train")]
+    assert any("bvae.stages.train: done" in line for line in train_lines)
+    evaluate_logs = stage_logs(result["flow_run_id"], "evaluate")
+    assert any(entry.level == 30 and "not comparable" in entry.message for entry in evaluate_logs)
+    assert not any("\x1b[" in entry.message for entry in evaluate_logs)
+    assert mlflow_run.data.tags["prefect_flow_run_id"] == result["flow_run_id"]
 
 
 def test_a_bad_parameter_fails_at_once_and_is_never_retried(project):

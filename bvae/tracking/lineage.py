@@ -11,6 +11,9 @@ from bvae.tracking.store import _client
 # A sweep passes its parent run to the pipeline's train stage explicitly, through the
 # environment (MLflow's active run is per-thread and does not cross processes).
 PARENT_RUN_ENV = "BVAE_MLFLOW_PARENT_RUN_ID"
+# A Prefect flow names its flow run the same way, so the MLflow run links back to it.
+PREFECT_FLOW_RUN_ENV = "BVAE_PREFECT_FLOW_RUN_ID"
+PREFECT_FLOW_RUN_URL_ENV = "BVAE_PREFECT_FLOW_RUN_URL"
 
 
 def git_commit(root: Path) -> str | None:
@@ -34,6 +37,8 @@ def lineage_tags() -> dict[str, str]:
         ("DVC_EXP_NAME", "dvc_experiment"),
         ("DVC_EXP_BASELINE_REV", "dvc_baseline_rev"),
         ("DVC_STAGE", "dvc_stage"),
+        (PREFECT_FLOW_RUN_ENV, "prefect_flow_run_id"),
+        (PREFECT_FLOW_RUN_URL_ENV, "prefect_flow_run_url"),
     ):
         if os.environ.get(variable):
             tags[tag] = os.environ[variable]
