@@ -72,7 +72,7 @@ def test_ddp_two_gloo_processes_equal_one_process_on_the_global_batch(tmp_path, 
     (mlflow_run,) = client.search_runs([experiment.experiment_id])
     assert mlflow_run.info.status == "FINISHED" and mlflow_run.data.tags["world_size"] == "2"
     assert mlflow_run.data.params["train.nproc"] == "2"
-    losses = client.get_metric_history(mlflow_run.info.run_id, "train/loss")
+    losses = client.get_metric_history(mlflow_run.info.run_id, "curves/loss")
     assert [m.step for m in losses] == [2, 4]
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [
         "checkpoint.pt",

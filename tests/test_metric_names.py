@@ -21,15 +21,15 @@ ROW = {
 def test_a_curve_row_is_train_metrics_and_capacity_only_for_the_capacity_objective():
     beta = curve_metrics(ROW, "beta")
     assert beta == {
-        "train/loss": 120.0,
-        "train/reconstruction": 100.0,
-        "train/kl": 20.0,
-        "train/largest_mean_sd": 1.5,
-        "train/steps_per_second": 11.0,
-        "train/kl/z0": 9.0,
-        "train/kl/z1": 11.0,
+        "curves/loss": 120.0,
+        "curves/reconstruction": 100.0,
+        "curves/kl": 20.0,
+        "curves/largest_mean_sd": 1.5,
+        "curves/steps_per_second": 11.0,
+        "curves/kl/z0": 9.0,
+        "curves/kl/z1": 11.0,
     }
-    assert curve_metrics(ROW, "capacity") == {**beta, "train/capacity": 2.5}
+    assert curve_metrics(ROW, "capacity") == {**beta, "curves/capacity": 2.5}
 
 
 def test_summary_figures_are_numbers_under_summary():

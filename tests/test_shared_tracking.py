@@ -73,7 +73,7 @@ def test_the_pipeline_tracks_and_registers_on_postgres_and_s3(template, shared_s
     logged = {
         key for (key,) in query(database, "SELECT DISTINCT key FROM metrics WHERE run_uuid = %s", run_id)
     }
-    assert {"train/loss", "train/kl"} <= logged and "eval/model.mean.mig.discrete_mig" in logged
+    assert {"curves/loss", "curves/kl"} <= logged and "eval/model.mean.mig.discrete_mig" in logged
     registered = json.loads((repo / "models/registered.json").read_text())
     aliases = query(
         database,

@@ -88,11 +88,11 @@ def test_the_sweep_logs_a_parent_run_and_a_single_runs_contents_per_member(swept
     for name, child in children.items():
         assert child.info.status == "FINISHED"
         assert child.data.params["objective.beta"] == str(float(name[4]))
-        assert {"train/loss", "train/kl", "summary/loss", "eval/heldout.kl_nats"} <= set(child.data.metrics)
+        assert {"curves/loss", "curves/kl", "summary/loss", "eval/heldout.kl_nats"} <= set(child.data.metrics)
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"evaluation", "model_file", "report", "training", "traversals"} <= artifacts
         # every 10 steps, once each: the killed run's rows are not logged twice
-        assert [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")] == [
+        assert [m.step for m in client.get_metric_history(child.info.run_id, "curves/loss")] == [
             10,
             20,
             30,

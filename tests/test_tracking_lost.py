@@ -69,7 +69,7 @@ def test_a_lost_server_keeps_the_result_and_the_rerun_logs_it(tmp_path, small_sh
 
         client = MlflowClient(uri)
         logged = client.get_run(run_file.run_id)
-        steps = [point.step for point in client.get_metric_history(run_file.run_id, "train/loss")]
+        steps = [point.step for point in client.get_metric_history(run_file.run_id, "curves/loss")]
     assert logged.info.status == "FINISHED" and run_file.model_uri is not None
     assert sorted(steps) == [10, 20, 30, 40]  # every row once: none lost, none twice
     assert logged.data.metrics["summary/step"] == 40

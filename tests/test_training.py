@@ -141,14 +141,15 @@ def test_mlflow_run_contents(uninterrupted, train_repo):
     params = logged.data.params
     assert params["train.steps"] == "80" and params["model.architecture"] == "conv"
     assert params["objective.beta"] == "4.0" and params["data.source"] == "auto"
-    # MLflow sections charts by the name's prefix: the curves are train/, the end of training
-    # summary/ (each once, at step 0, not a one-point series); a β run has no flat capacity line.
+    # MLflow sections charts by the name's prefix, alphabetically: the curves (curves/) first,
+    # the end of training in summary/ (each once, at step 0, not a one-point series); a β run
+    # has no flat capacity line.
     names = set(logged.data.metrics)
-    assert {name.partition("/")[0] for name in names} == {"train", "summary"}
-    assert "train/capacity" not in names and "summary/capacity" not in names
-    history = client.get_metric_history(run_file["run_id"], "train/loss")
+    assert {name.partition("/")[0] for name in names} == {"curves", "summary"}
+    assert "curves/capacity" not in names and "summary/capacity" not in names
+    history = client.get_metric_history(run_file["run_id"], "curves/loss")
     assert [m.step for m in history] == list(range(10, 81, 10))
-    assert client.get_metric_history(run_file["run_id"], "train/kl/z9")
+    assert client.get_metric_history(run_file["run_id"], "curves/kl/z9")
     # The final figures are the ones written to reports/train/summary.json.
     summary = uninterrupted["summary"]
     assert logged.data.metrics["summary/active_latents"] == summary["active_latents"]
@@ -159,7 +160,7 @@ def test_mlflow_run_contents(uninterrupted, train_repo):
     assert params["model.init"] == "kaiming"
     assert summary["collapsed"] is False and summary["collapse_first_step"] is None
     assert logged.data.tags["collapsed"] == "false"
-    assert client.get_metric_history(run_file["run_id"], "train/largest_mean_sd")
+    assert client.get_metric_history(run_file["run_id"], "curves/largest_mean_sd")
     manifest = uninterrupted["manifest"]
     (dataset_input,) = logged.inputs.dataset_inputs
     assert dataset_input.dataset.digest == manifest["digest"][:32]

@@ -1,11 +1,13 @@
 """What bvae's MLflow metrics are called, so that a run's charts read curves first.
 
-MLflow 3's run page ("Model metrics") and its compare view section the charts by the part of
-a metric's name before the first ``/``. bvae names every metric into one of three sections:
+MLflow 3's run page ("Model metrics") sections the charts by the part of a metric's name
+before its last ``/`` and orders the sections alphabetically (seen in MLflow 3.17's UI in
+headless Chromium, 2026-12-02: ``curves`` (5 charts), ``curves/kl`` (10), ``eval`` (7),
+``summary`` (7)). bvae names every metric into these sections, in that order:
 
-- ``train/``: the training curves, a point per ``train.log_every`` steps: ``train/loss``,
-  ``train/reconstruction``, ``train/kl``, ``train/kl/z0`` … (KL per latent),
-  ``train/largest_mean_sd``, ``train/steps_per_second``, and ``train/capacity`` for the
+- ``curves/``: the training curves, a point per ``train.log_every`` steps: ``curves/loss``,
+  ``curves/reconstruction``, ``curves/kl``, ``curves/kl/z0`` … (KL per latent),
+  ``curves/largest_mean_sd``, ``curves/steps_per_second``, and ``curves/capacity`` for the
   capacity objective only (a β run's C is 0 throughout: a flat line says nothing);
 - ``eval/``: the headline evaluation figures (``eval/`` + a ``reports/metrics.json`` key, e.g.
   ``eval/model.mean.mig.discrete_mig``), each one value; every figure is in the run's
@@ -21,19 +23,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-TRAIN, EVAL, SUMMARY = "train/", "eval/", "summary/"
+CURVES, EVAL, SUMMARY = "curves/", "eval/", "summary/"  # alphabetical: the curves come first
 
 
 def curve_metrics(row: Mapping[str, float], objective_kind: str) -> dict[str, float]:
-    """One ``curves.csv`` row as ``train/`` metrics (the row's ``step`` is the metrics' step)."""
+    """One ``curves.csv`` row as ``curves/`` metrics (the row's ``step`` is the metrics' step)."""
     metrics = {}
     for column, value in row.items():
         if column == "step" or (column == "capacity" and objective_kind != "capacity"):
             continue
         if column.startswith("kl_z"):
-            metrics[f"{TRAIN}kl/z{column.removeprefix('kl_z')}"] = value
+            metrics[f"{CURVES}kl/z{column.removeprefix('kl_z')}"] = value
         else:
-            metrics[TRAIN + column] = value
+            metrics[CURVES + column] = value
     return metrics
 
 
