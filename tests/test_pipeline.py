@@ -190,13 +190,16 @@ def test_dvc_repro_registers_a_champion_and_a_no_op_repro_leaves_the_registry_al
     assert "| model.mean.factor_vae.eval_accuracy | " in card and "| heldout.kl_nats | " in card
     # The offline report: one page with everything embedded, also in the MLflow run.
     page = (repo / "reports/report.html").read_text()
-    assert "<script" not in page and 'src="http' not in page and 'href="http' not in page
-    assert page.count('src="data:image/png;base64,') >= 6 and "data:image/gif;base64," in page
+    assert "<script" not in page and 'src="http' not in page and "<link" not in page  # nothing fetched
+    run_id = json.loads((repo / "models/mlflow_run.json").read_text())["run_id"]
+    # Its one link: the run's page where `mlflow ui` on the SQLite store serves it.
+    assert page.count('href="http') == 1 and f"/runs/{run_id}?" in page
+    assert "mlflow ui --backend-store-uri" in page
+    assert page.count('src="data:image/png;base64,') >= 7 and "data:image/gif;base64," in page
     for column in ("model (mean)", "model (sampled)", "baseline: ground_truth", "baseline: untrained"):
         assert f"<th>{column}</th>" in page
     assert "<td>factor_vae.eval_accuracy</td><td class=n>" in page and "<td>dci.disentanglement</td>" in page
     assert "active latents:" in page and "Not comparable with disentanglement_lib" in page
-    run_id = json.loads((repo / "models/mlflow_run.json").read_text())["run_id"]
     assert [a.path for a in client.list_artifacts(run_id, "report")] == ["report/report.html"]
     assert (
         champion.tags["mlflow_run_id"] == json.loads((repo / "models/mlflow_run.json").read_text())["run_id"]

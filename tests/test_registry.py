@@ -310,7 +310,10 @@ def test_the_champion_serves_over_http_and_predicts_from_the_cli(trained, server
         status, answer = post({"inputs": (images[:2] * 255).tolist()})
         assert status == 400 and "pixels must be 0 or 1" in answer["message"]
         # The docs' curl line posts the example body a pull writes: it answers as documented.
-        run(["bvae", "pull", "bvae-test@champion", "--out", str(tmp_path / "champion")], tmp_path, env=env)
+        # (Pulled by its version: earlier tests crowned versions whose weights are not these.)
+        version = register(repo, env)["version"]
+        pulled = ["bvae", "pull", f"bvae-test/{version}", "--out", str(tmp_path / "champion")]
+        run(pulled, tmp_path, env=env)
         example = tmp_path / "champion/mlflow_model/serving_input_example.json"
         curl = ["curl", "-s", f"http://127.0.0.1:{port}/invocations"]
         curl += ["-H", "Content-Type: application/json", "-d", f"@{example}"]

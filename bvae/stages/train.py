@@ -363,8 +363,6 @@ class TrackedTraining:
 
     def _log_member(self, k: int, files: RunFiles, summary: dict) -> None:
         run, model = self.runs[k], self.trainer.models[k]
-        kind = self.members[k].params.objective.kind
-        tracking.log_metrics(run, metric_names.summary_metrics(summary, kind))
         tracking.set_tags(run, {"collapsed": str(summary["collapsed"]).lower()})
         model.eval().cpu()  # exported for CPU; torch moves it where the consumer wants
         example = self.dataset.images[:2].astype(np.float32)[:, None]  # what the served model accepts
@@ -377,6 +375,10 @@ class TrackedTraining:
         for path in (files.curves, files.summary):
             tracking.log_artifact(run, path, "training")
         tracking.log_artifact(run, files.model, "model_file")  # what `bvae pull` verifies and loads
+        # After the model: MLflow links the run's step-0 metrics to a model logged after them,
+        # and the model's page lists its evaluation, not the training summary.
+        kind = self.members[k].params.objective.kind
+        tracking.log_metrics(run, metric_names.summary_metrics(summary, kind))
         tracking.write_run_file(run, files.run_file, model_uri=model_uri, model_id=model_id)
         tracking.end_run(run)
         log.info(
