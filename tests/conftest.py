@@ -41,28 +41,29 @@ if _WORKERS > 1:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
 
-# Seconds each module took in a two-worker `pytest` (junit, 2026-12-02, commit 0ef593b; this
-# machine ran about 1.7x faster that day than in earlier rehearsals, the ratios held).
+# Seconds each module took in a two-worker `.ci/run` (junit, 2026-12-02, commit d727381, on
+# that day's AVX-512 machine; earlier machines took about 1.7x as long, the ratios held).
 # pytest-xdist hands out whole modules (--dist loadfile) in collection order, so the longest
 # go first and the short ones fill in at the end, instead of one long module running alone
-# while the other worker idles. test_ensemble: + 40 s for the bmm mechanism's tests.
+# while the other worker idles.
 MODULE_SECONDS = {
-    "test_flows": 333,
-    "test_remote": 133,
-    "test_sweep": 109,
-    "test_pipeline": 106,
-    "test_training": 97,
-    "test_schedule": 85,
-    "test_ensemble": 75,
-    "test_registry": 71,
-    "test_shared_tracking": 60,
-    "test_distributed": 57,
-    "test_metrics": 47,
-    "test_servers": 28,
-    "test_shards": 22,
-    "test_download": 17,
-    "test_tracking_lost": 13,
+    "test_flows": 417,
+    "test_sweep": 171,
+    "test_pipeline": 141,
+    "test_remote": 122,
+    "test_schedule": 113,
+    "test_registry": 111,
+    "test_shared_tracking": 90,
+    "test_distributed": 63,
+    "test_training": 59,
+    "test_metrics": 53,
+    "test_ensemble": 43,
+    "test_servers": 32,
+    "test_tracking_lost": 25,
+    "test_shards": 23,
+    "test_download": 18,
     "test_render": 10,
+    "test_store_moves": 10,
 }
 
 
