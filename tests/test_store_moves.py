@@ -72,6 +72,20 @@ def test_a_run_file_without_a_store_is_refused(project, tmp_path, monkeypatch):
     shutil.move(root, elsewhere)
     (elsewhere / "mlflow.db").unlink()
     monkeypatch.chdir(elsewhere)
-    with pytest.raises(MissingInput, match=r"has no store of its own.*dvc repro -f train"):
+    with pytest.raises(MissingInput, match=r"does not exist \(was the project moved\?\).*dvc repro -f train"):
         tracking.read_run_file(elsewhere / "models/mlflow_run.json")
     assert not root.exists()
+
+
+def test_a_run_file_from_another_clone_keeps_the_store_that_holds_its_run(project, tmp_path, monkeypatch):
+    """DVC's run-cache restores a run file another clone on this machine wrote: its run is in
+    that clone's store, not in this one's, so it keeps naming that store."""
+    root, run = project
+    clone = tmp_path / "clone"
+    (clone / ".dvc").mkdir(parents=True)
+    (clone / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.chdir(clone)
+    tracking.start_run("moves", {"objective.beta": 1.0})  # the clone's own store, without that run
+    _client_for.cache_clear()
+    shutil.copytree(root / "models", clone / "models")
+    assert tracking.read_run_file(clone / "models/mlflow_run.json").tracking_uri == run.tracking_uri

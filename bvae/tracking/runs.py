@@ -219,7 +219,7 @@ def read_run_file(path: str | os.PathLike = RUN_FILE) -> RunHandle:
     return RunHandle(
         data["run_id"],
         data["experiment_id"],
-        store_of_run_file(data["tracking_uri"]),
+        store_of_run_file(data["tracking_uri"], data["run_id"]),
         model_uri=data.get("model_uri"),
         model_id=data.get("model_id"),
     )

@@ -9,8 +9,8 @@
   artifact paths, so a moved or copied project would read and write the original's
   ``mlartifacts/``. When this project's ``mlflow.db`` names another root, its paths are
   rewritten to this one the first time it is opened; and a run file written in the old
-  place names this project's store (:func:`store_of_run_file`). No stage but training
-  creates a store where there was none.
+  place means this project's store when that holds the run (:func:`store_of_run_file`). No
+  stage but training creates a store where there was none.
 - A server that stops answering fails a call in seconds, not minutes: MLflow's HTTP retries
   (7 by default, with a doubling back-off: about 4 minutes a call) are capped here unless the
   user set them, and :func:`server_calls` turns the failure into one :class:`TrackingError`.
@@ -133,26 +133,39 @@ def relocate_store(database: Path, root: Path) -> bool:
     return True
 
 
-def store_of_run_file(uri: str) -> str:
-    """The store a run file's ``tracking_uri`` means here. A run file written in this project
-    before it was moved or copied names the default store of the old place; that store moved
-    with the project, so it is this project's ``mlflow.db``. Refused, with what to do, when
-    this project has none: MLflow would create an empty store at the old path."""
+def store_of_run_file(uri: str, run_id: str) -> str:
+    """The store a run file's ``tracking_uri`` means here.
+
+    A run file written in this project before it was moved or copied names the default store
+    of the old place; that store came along, so when this project's ``mlflow.db`` holds the
+    run, the run file means it. A run file from another clone (DVC's run-cache restores one)
+    names a run this store lacks: it keeps its own store, as long as that exists. When neither
+    holds it, refused with what to do: MLflow would create an empty store at the old path."""
     path = _local_store(uri)
     if path is None or path.name != "mlflow.db" or os.environ.get("MLFLOW_TRACKING_URI"):
         return uri
     root = project_root()
-    other_project = not path.parent.exists() or (path.parent / "dvc.yaml").exists()
-    if path.parent == root or not other_project:
+    if path.parent == root:
         return uri
     ours = root / "mlflow.db"
-    if not ours.exists():
-        raise MissingInput(
-            f"the run file names the MLflow store {path}, of a project at {path.parent}; this project "
-            f"({root}) has no store of its own. Rerun the train stage here (`dvc repro -f train`), or "
-            f"set MLFLOW_TRACKING_URI=sqlite:///{path} to log into that one."
-        )
-    return f"sqlite:///{ours}"
+    if ours.exists() and _holds_run(ours, run_id):
+        return f"sqlite:///{ours}"
+    if path.exists():
+        return uri
+    raise MissingInput(
+        f"the run file names MLflow run {run_id} in the store {path}, which does not exist (was the "
+        f"project moved?), and this project's store ({ours}) does not hold it. Rerun the train stage "
+        "here (`dvc repro -f train`), or set MLFLOW_TRACKING_URI to the store that holds the run."
+    )
+
+
+def _holds_run(database: Path, run_id: str) -> bool:
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        try:
+            found = connection.execute("SELECT 1 FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
+        except sqlite3.Error:
+            return False
+    return found is not None
 
 
 def check_tracking_server(uri: str | None = None, timeout_s: float = 5.0) -> None:
