@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 
 import pytest
 
 from bvae.report_keys import figure_keys
 from bvae.tracking import flatten
-from tests.helpers import copy_repository, derived_project, run, set_params
+from tests.helpers import REPO_ROOT, copy_repository, derived_project, run, set_params
 
 
 def clean_env():
@@ -234,6 +235,14 @@ def test_temp_experiments_log_into_the_parent_store(pipeline_repo):
     assert not list((repo / ".dvc/tmp").rglob("mlflow.db"))
     shown = run(["dvc", "exp", "show", "--json"], repo).stdout
     assert "tiny-temp" in shown
+    # The docs' line for a terminal: every cell readable in 160 columns (DVC's own table is `…`).
+    documented = (REPO_ROOT / "docs/pipeline.md").read_text().splitlines()
+    line = next(text for text in documented if text.startswith("dvc exp show --drop"))
+    table = run(shlex.split(line), repo, env={**clean_env(), "COLUMNS": "160"}).stdout
+    assert max(map(len, table.splitlines())) <= 160 and "…" not in table
+    assert "tiny-temp" in table and "train.seed" in table
+    if (repo / "reports/metrics.json").exists():  # the module's evaluate test ran first
+        assert "model.mean.mig.discrete_mig" in table
 
 
 def test_bad_params_fail_early_naming_the_key(tmp_path):
