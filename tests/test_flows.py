@@ -31,18 +31,19 @@ def client_for(project) -> mlflow.MlflowClient:
     return mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
 
 
-def task_runs_of(state) -> list:
+def task_runs_in(flow_run_id) -> list:
     with get_client(sync_client=True) as client:
-        flow_run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        flow_run = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
         return client.read_task_runs(flow_run_filter=flow_run)
+
+
+def task_runs_of(state) -> list:
+    return task_runs_in(state.state_details.flow_run_id)
 
 
 def stage_runs(flow_run_id) -> list[tuple[str, str]]:
     """(name, state) of the flow run's DVC stage task runs, in the order they started."""
-    with get_client(sync_client=True) as client:
-        flow_run = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-        runs = client.read_task_runs(flow_run_filter=flow_run)
-    stages = [run_ for run_ in runs if run_.task_key.startswith("dvc_stage")]
+    stages = [run_ for run_ in task_runs_in(flow_run_id) if run_.task_key.startswith("dvc_stage")]
     stages.sort(key=lambda run_: run_.start_time)
     return [(run_.name, run_.state.type.value) for run_ in stages]
 
@@ -53,9 +54,8 @@ def stage_logs(flow_run_id, name: str) -> list:
     from prefect.logging.handlers import APILogWorker
 
     APILogWorker.drain_all(timeout=10)  # the handler sends in batches
+    (stage,) = [run_ for run_ in task_runs_in(flow_run_id) if run_.name == name]
     with get_client(sync_client=True) as client:
-        flow_run = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-        (stage,) = [run_ for run_ in client.read_task_runs(flow_run_filter=flow_run) if run_.name == name]
         return client.read_logs(log_filter=LogFilter(task_run_id=LogFilterTaskRunId(any_=[stage.id])))
 
 
