@@ -135,6 +135,13 @@ def _cmd_pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from bvae.serving import serve
+
+    serve(args.reference, args.host, args.port)
+    return 0
+
+
 def _cmd_encode(args: argparse.Namespace) -> int:
     from bvae.consume import encode_file
 
@@ -294,6 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("reference", help="e.g. bvae-dsprites@champion or bvae-dsprites/3")
     pull.add_argument("--out", type=Path, required=True)
     pull.add_argument("--force", action="store_true", help=FORCE_HELP)
+    serve = add(
+        "serve",
+        _cmd_serve,
+        "tool: serve a model over HTTP: MLflow's scoring server with bvae's request limits",
+    )
+    serve.add_argument("reference", help="NAME@ALIAS, NAME/VERSION, models:/..., or a pulled folder")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=5001)
     encode = add("encode", _cmd_encode, "tool: latent means and variances of images (npz/npy/PNG folder)")
     encode.add_argument("model", help="a pulled folder, model.pt, or models:/NAME@ALIAS")
     encode.add_argument("images", type=Path)

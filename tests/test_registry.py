@@ -268,13 +268,29 @@ def test_errors_name_what_exists(trained, server, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_the_champion_serves_over_http_and_predicts_from_the_cli(trained, server, tmp_path, test_images):
-    """`mlflow models serve` of the registered champion answers a JSON POST of images with named
-    latents (and the reconstruction when asked), refuses non-binary pixels with a 400 naming
-    them, and `mlflow models predict` gives the same latents."""
+def post(port: int, body: dict | bytes) -> tuple[int, dict]:
+    """POST ``body`` (JSON) to a scoring server's /invocations: the status and the answer."""
     import urllib.error
     import urllib.request
 
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/invocations",
+        data=body if isinstance(body, bytes) else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_the_champion_serves_over_http_and_predicts_from_the_cli(trained, server, tmp_path, test_images):
+    """`mlflow models serve` of the registered champion answers a JSON POST of images with named
+    latents (and the reconstruction when asked), refuses non-binary pixels, an empty batch and a
+    batch over the limit with a 400 naming them, and `mlflow models predict` gives the same
+    latents. `bvae serve` of the pulled model answers the same, and refuses what MLflow's server
+    answers with a bare 500 (deep JSON) or parses for a minute (a huge body)."""
     from bvae.consume import encode
     from bvae.model_file import load_model
 
@@ -287,28 +303,20 @@ def test_the_champion_serves_over_http_and_predicts_from_the_cli(trained, server
     port = free_port()
     command = ["mlflow", "models", "serve", "-m", "models:/bvae-test@champion"]
     command += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
-    with background(command, tmp_path, "serve", env, f"http://127.0.0.1:{port}/ping"):
-
-        def post(body: dict) -> tuple[int, dict]:
-            request = urllib.request.Request(
-                f"http://127.0.0.1:{port}/invocations",
-                data=json.dumps(body).encode(),
-                headers={"Content-Type": "application/json"},
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=60) as response:
-                    return response.status, json.loads(response.read())
-            except urllib.error.HTTPError as error:
-                return error.code, json.loads(error.read())
-
-        status, answer = post({"inputs": images.tolist()})
+    limited = {**env, "BVAE_SERVE_MAX_IMAGES": str(len(images))}
+    with background(command, tmp_path, "serve", limited, f"http://127.0.0.1:{port}/ping"):
+        status, answer = post(port, {"inputs": images.tolist()})
         assert status == 200 and sorted(answer["predictions"]) == ["latents_logvar", "latents_mean"]
         assert np.allclose(answer["predictions"]["latents_mean"], expected_mean, atol=1e-5)
         assert np.allclose(answer["predictions"]["latents_logvar"], expected_logvar, atol=1e-5)
-        status, answer = post({"inputs": images[:1].tolist(), "params": {"reconstruction": True}})
+        status, answer = post(port, {"inputs": images[:1].tolist(), "params": {"reconstruction": True}})
         assert status == 200 and np.asarray(answer["predictions"]["reconstruction"]).shape == (1, 1, 64, 64)
-        status, answer = post({"inputs": (images[:2] * 255).tolist()})
+        status, answer = post(port, {"inputs": (images[:2] * 255).tolist()})
         assert status == 400 and "pixels must be 0 or 1" in answer["message"]
+        status, answer = post(port, {"inputs": []})
+        assert status == 400 and "the batch is empty" in answer["message"]
+        status, answer = post(port, {"inputs": images.tolist() + images[:1].tolist()})
+        assert status == 400 and f"at most {len(images)} per request" in answer["message"]
         # The docs' curl line posts the example body a pull writes: it answers as documented.
         # (Pulled by its version: earlier tests crowned versions whose weights are not these.)
         version = register(repo, env)["version"]
@@ -319,6 +327,20 @@ def test_the_champion_serves_over_http_and_predicts_from_the_cli(trained, server
         curl += ["-H", "Content-Type: application/json", "-d", f"@{example}"]
         answer = json.loads(run(curl, tmp_path).stdout)
         assert np.asarray(answer["predictions"]["latents_mean"]).shape == (2, expected_mean.shape[1])
+
+    port = free_port()
+    command = ["bvae", "serve", str(tmp_path / "champion"), "--port", str(port)]
+    limited = {**env, "BVAE_SERVE_MAX_IMAGES": "4"}
+    with background(command, tmp_path, "bvae-serve", limited, f"http://127.0.0.1:{port}/ping"):
+        status, answer = post(port, {"inputs": images[:4].tolist()})
+        assert status == 200
+        assert np.allclose(answer["predictions"]["latents_mean"], expected_mean[:4], atol=1e-5)
+        status, answer = post(port, b'{"inputs": ' + b"[" * 50_000 + b"]" * 50_000 + b"}")
+        assert status == 400 and "nests 50001 levels deep" in answer["message"]
+        status, answer = post(port, {"inputs": images[:5].tolist()})
+        assert status == 400 and "at most 4 per request" in answer["message"]
+        status, answer = post(port, {"inputs": images.repeat(5, axis=0).tolist()})  # 80 images
+        assert status == 413 and "the JSON of 4 images" in answer["message"]
 
     (tmp_path / "input.json").write_text(json.dumps({"inputs": images[:4].tolist()}))
     command = ["mlflow", "models", "predict", "-m", "models:/bvae-test@champion", "-t", "json"]

@@ -51,8 +51,9 @@ def model_signature(latent_dim: int):
     from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
 
     return ModelSignature(
-        # Unnamed: a named input makes MLflow wrap the serving example in a dict.
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 1, 64, 64))]),
+        # No input schema: the served model checks its input and names what is wrong, where
+        # MLflow's enforcement answers an empty batch with a message about list types.
+        inputs=None,
         outputs=Schema(
             [
                 TensorSpec(np.dtype(np.float32), (-1, latent_dim), "latents_mean"),
