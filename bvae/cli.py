@@ -135,6 +135,17 @@ def _cmd_pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from bvae.compare import experiments_table, versions_table
+
+    if args.registry:
+        name = args.name or _params(args).registry.model_name
+        print(versions_table(name, markdown=args.md))
+    else:
+        print(experiments_table(num=args.num, markdown=args.md))
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from bvae.serving import serve
 
@@ -301,6 +312,17 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("reference", help="e.g. bvae-dsprites@champion or bvae-dsprites/3")
     pull.add_argument("--out", type=Path, required=True)
     pull.add_argument("--force", action="store_true", help=FORCE_HELP)
+    compare = add(
+        "compare",
+        _cmd_compare,
+        "tool: DVC experiments (or, with --registry, a model's registered versions) in one narrow table",
+    )
+    compare.add_argument(
+        "--registry", action="store_true", help="the registered versions, not the experiments"
+    )
+    compare.add_argument("--name", help="the registered model (default: registry.model_name in params.yaml)")
+    compare.add_argument("-n", "--num", type=int, default=1, help="experiments of this many commits back")
+    compare.add_argument("--md", action="store_true", help="a Markdown table")
     serve = add(
         "serve",
         _cmd_serve,

@@ -83,6 +83,19 @@ class ObjectiveConfig:
     gaussian_std: float = Field(0.1, gt=0)  # fixed decoder std of the Gaussian likelihood (pixels in [0, 1])
 
 
+# The settings each objective kind reads (the rest of ObjectiveConfig it ignores): what a
+# model's page, its registry tags and a comparison show beside its kind.
+OBJECTIVE_SETTINGS: dict[str, tuple[str, ...]] = {
+    "beta": ("beta",),
+    "capacity": ("gamma", "capacity_max_nats", "capacity_steps"),
+}
+
+
+def objective_settings(objective: dict) -> dict[str, object]:
+    """The settings ``objective`` (a dict of ObjectiveConfig's fields) is trained with."""
+    return {key: objective[key] for key in OBJECTIVE_SETTINGS[objective["kind"]] if key in objective}
+
+
 @dataclass(frozen=True, config=_STRICT)
 class TrainConfig:
     """The training loop (bvae.training)."""

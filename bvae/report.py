@@ -17,6 +17,7 @@ from pathlib import Path
 
 import jinja2
 
+from bvae.config import OBJECTIVE_SETTINGS
 from bvae.report_keys import SCORE_NAMES
 from bvae.tables import MISSING, number
 from bvae.traversal import COLLAPSED_NOTE, summary_line
@@ -63,10 +64,12 @@ CHART_SCORES = (
     ("modularity", "modularity"),
 )
 
-# Objective params a run of the other kind never reads: left off its page.
+# Objective params a run of another kind never reads: left off its page.
 UNUSED_BY = {
-    "beta": ("objective.gamma", "objective.capacity_max_nats", "objective.capacity_steps"),
-    "capacity": ("objective.beta",),
+    kind: tuple(
+        f"objective.{key}" for other in OBJECTIVE_SETTINGS.values() for key in other if key not in own
+    )
+    for kind, own in OBJECTIVE_SETTINGS.items()
 }
 
 

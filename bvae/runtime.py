@@ -143,9 +143,8 @@ def cpu_vector_isa() -> str:
     """The widest x86 vector instructions the CPU has (``avx512f``, ``avx2``, ``sse4_2``), which
     oneDNN picks its convolution kernels by; ``unknown`` off Linux/x86."""
     try:
-        flags = next(
-            (line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags")), []
-        )
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
     except OSError:
         return "unknown"
     return next((isa for isa in ("avx512f", "avx2", "sse4_2") if isa in flags), "unknown")

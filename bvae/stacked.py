@@ -23,14 +23,20 @@ import torch
 from torch import nn
 
 
+def rate_groups(rates: Sequence[float]) -> list[tuple[float, list[int]]]:
+    """The members (indices, in order) of each learning rate, rates in first-seen order: Adam's
+    parameter groups, for the stacked leaves and for Adam over the member modules alike."""
+    return [(rate, [k for k, own in enumerate(rates) if own == rate]) for rate in dict.fromkeys(rates)]
+
+
 class StackedWeights:
     """The leaves of K member modules, stacked per learning-rate group (members in order)."""
 
     def __init__(self, models: Sequence[nn.Module], rates: Sequence[float]):
         self.names = [name for name, _ in models[0].named_parameters()]
-        self.rates = list(dict.fromkeys(rates))
         # Member indices per group, in member order: the per-member Adam's parameter order.
-        self.groups = [[k for k, rate in enumerate(rates) if rate == group_rate] for group_rate in self.rates]
+        self.rates = [rate for rate, _ in rate_groups(rates)]
+        self.groups = [members for _, members in rate_groups(rates)]
         self.leaves = [
             {
                 name: torch.stack(
@@ -66,18 +72,21 @@ class StackedWeights:
     @torch.no_grad()
     def write_back(self, models: Sequence[nn.Module]) -> None:
         """Copy the leaves into the member modules."""
-        for leaves, group in zip(self.leaves, self.groups, strict=True):
-            for row, k in enumerate(group):
-                for name, parameter in models[k].named_parameters():
-                    parameter.copy_(leaves[name][row])
+        for stacked_row, parameter in self._rows_and_parameters(models):
+            parameter.copy_(stacked_row)
 
     @torch.no_grad()
     def read_in(self, models: Sequence[nn.Module]) -> None:
         """Copy the member modules' weights into the leaves (after a checkpoint is loaded)."""
+        for stacked_row, parameter in self._rows_and_parameters(models):
+            stacked_row.copy_(parameter)
+
+    def _rows_and_parameters(self, models: Sequence[nn.Module]):
+        """Each member parameter beside its row of the stacked leaf."""
         for leaves, group in zip(self.leaves, self.groups, strict=True):
             for row, k in enumerate(group):
                 for name, parameter in models[k].named_parameters():
-                    leaves[name][row].copy_(parameter)
+                    yield leaves[name][row], parameter
 
     def _member_ids(self) -> list[list[list[int]]]:
         """``ids[g][row][n]``: the per-member Adam's index of member ``groups[g][row]``'s

@@ -39,3 +39,23 @@ def markdown_table(header: Sequence[object], rows: Sequence[Sequence[object]]) -
     ]
     lines += ["| " + " | ".join(cell(item) for item in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def text_table(header: Sequence[object], rows: Sequence[Sequence[object]]) -> str:
+    """An aligned plain-text table for a terminal (no trailing newline): text columns flush
+    left, number columns flush right, two spaces between."""
+    cells = [[cell(item) for item in header]] + [[cell(item) for item in row] for row in rows]
+    widths = [max(len(line[index]) for line in cells) for index in range(len(header))]
+    numeric = [
+        all(isinstance(row[index], int | float) or row[index] is None for row in rows) and bool(rows)
+        for index in range(len(header))
+    ]
+    lines = []
+    for line in cells:
+        parts = [
+            text.rjust(width) if right else text.ljust(width)
+            for text, width, right in zip(line, widths, numeric, strict=True)
+        ]
+        lines.append("  ".join(parts).rstrip())
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)

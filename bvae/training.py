@@ -49,7 +49,7 @@ from bvae.models import BetaVAE, images_to_input
 from bvae.objectives import TERM_COLUMNS, MemberObjectives, capacity_for, objective_terms
 from bvae.progress import progress
 from bvae.runtime import Runtime
-from bvae.stacked import StackedWeights
+from bvae.stacked import StackedWeights, rate_groups
 
 # What every member of one trainer must share: tensor shapes, the loop, the runtime.
 SHARED_TRAIN_KEYS = (
@@ -211,18 +211,10 @@ class Trainer:
     def _parameter_groups(self) -> list[dict]:
         """One group per learning rate: each member's update is its single run's, and a grid of
         one rate is one multi-tensor update (a GPU does not launch K optimizers' kernels)."""
-        rates = list(dict.fromkeys(member.train.learning_rate for member in self.members))
+        rates = [member.train.learning_rate for member in self.members]
         return [
-            {
-                "params": [
-                    p
-                    for model, m in zip(self.models, self.members, strict=True)
-                    if m.train.learning_rate == rate
-                    for p in model.parameters()
-                ],
-                "lr": rate,
-            }
-            for rate in rates
+            {"params": [p for k in members for p in self.models[k].parameters()], "lr": rate}
+            for rate, members in rate_groups(rates)
         ]
 
     # -- one step ---------------------------------------------------------------------------

@@ -243,6 +243,11 @@ def test_temp_experiments_log_into_the_parent_store(pipeline_repo):
     assert "tiny-temp" in table and "train.seed" in table
     if (repo / "reports/metrics.json").exists():  # the module's evaluate test ran first
         assert "model.mean.mig.discrete_mig" in table
+    # bvae's own narrow table of the same experiments: what was trained and how it did.
+    compared = run(["bvae", "compare"], repo, env=clean_env()).stdout.splitlines()
+    assert max(map(len, compared)) <= 160 and compared[0].startswith("experiment  objective")
+    (tiny,) = (line.split() for line in compared if line.startswith("tiny-temp "))
+    assert tiny[1:6] == ["beta", "β", "4", "0", "20"]
 
 
 def test_bad_params_fail_early_naming_the_key(tmp_path):

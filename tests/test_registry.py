@@ -88,6 +88,11 @@ def test_register_alias_pull_and_encode_in_fresh_processes(trained, server, tmp_
     }
     assert card["version"]["tags"]["data_digest"] and card["version"]["tags"]["git_commit"]
     assert card["params"]["train.steps"] == "20"
+    # The terminal's comparison of the versions (`bvae compare --registry`) reads the same tags.
+    compared = run(["bvae", "compare", "--registry"], repo, env=env).stdout.splitlines()
+    assert compared[0].split()[:5] == ["bvae-test", "objective", "settings", "seed", "steps"]
+    assert compared[2].split()[:6] == ["v1", "@candidate", "@champion", "beta", "β", "4"]
+    assert compared[2].split()[6:8] == ["1", "20"] and compared[2].split()[-1] == "no"
 
     np.save(tmp_path / "images.npy", test_images)
     run(

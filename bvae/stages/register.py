@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 
 from bvae import tracking
-from bvae.config import Params, ParamsError
+from bvae.config import Params, ParamsError, objective_settings
 from bvae.errors import MissingInput
 from bvae.fileio import file_digest, write_json
 from bvae.model_file import model_from_state, read_model_file, weights_digest
@@ -47,17 +47,9 @@ def model_tags(config: dict) -> dict[str, object]:
     """What describes this model: its objective with only that objective's settings (β for a
     β-VAE; γ, C and its schedule for the capacity objective), its architecture and training."""
     objective, model, train = config["objective"], config["model"], config["train"]
-    if objective["kind"] == "beta":
-        settings = {"beta": objective["beta"]}
-    else:
-        settings = {
-            "gamma": objective["gamma"],
-            "capacity_max_nats": objective["capacity_max_nats"],
-            "capacity_steps": objective["capacity_steps"],
-        }
     return {
         "objective": objective["kind"],
-        **settings,
+        **objective_settings(objective),
         "architecture": model["architecture"],
         "latent_dim": model["latent_dim"],
         "likelihood": model.get("likelihood", "bernoulli"),

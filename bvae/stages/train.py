@@ -344,7 +344,7 @@ class TrackedTraining:
                 tracking.log_metrics(
                     self.parent,
                     metric_names.summary_metrics(
-                        {"train_seconds": self.seconds, "members": self.trainer.size}, "beta"
+                        {"train_seconds": self.seconds, "members": self.trainer.size}
                     ),
                 )
                 tracking.end_run(self.parent)

@@ -39,9 +39,9 @@ def curve_metrics(row: Mapping[str, float], objective_kind: str) -> dict[str, fl
     return metrics
 
 
-def summary_metrics(summary: Mapping[str, object], objective_kind: str) -> dict[str, float]:
+def summary_metrics(summary: Mapping[str, object], objective_kind: str | None = None) -> dict[str, float]:
     """A training summary's single figures as ``summary/`` metrics (numbers only; the
-    capacity only for the capacity objective)."""
+    capacity only for the capacity objective; a sweep's parent run has no objective)."""
     return {
         SUMMARY + key: float(value)
         for key, value in summary.items()

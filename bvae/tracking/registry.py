@@ -220,20 +220,37 @@ def promote(name: str, version: str | int, margin: float, uri: str | None = None
     return Registration(name, number, False, champion == number, champion, _value(found))
 
 
-def resolve(reference: str):
-    """The ``ModelVersion`` of ``NAME@ALIAS`` or ``NAME/VERSION``, with errors that list what exists."""
-    name, alias, number = parse_reference(reference)
-    require_existing_store()
-    check_tracking_server()
-    client = _client()
+def _registered(client, name: str):
     try:
-        registered = client.get_registered_model(name)
+        return client.get_registered_model(name)
     except Exception:  # noqa: BLE001
         names = sorted(model.name for model in client.search_registered_models())
         raise RegistryError(
             f"no registered model {name!r} at {tracking_uri()}; "
             f"registered models: {', '.join(names) or 'none'}"
         ) from None
+
+
+def versions(name: str) -> list[tuple[Any, list[str]]]:
+    """Every ``ModelVersion`` of ``name``, newest first, with its aliases (MLflow's search of
+    versions leaves the aliases empty; the registered model holds them)."""
+    require_existing_store()
+    check_tracking_server()
+    client = _client()
+    aliases: dict[str, list[str]] = {}
+    for alias, number in (_registered(client, name).aliases or {}).items():
+        aliases.setdefault(str(number), []).append(alias)
+    found = sorted(_versions(client, name), key=lambda version: -int(version.version))
+    return [(version, sorted(aliases.get(str(version.version), []))) for version in found]
+
+
+def resolve(reference: str):
+    """The ``ModelVersion`` of ``NAME@ALIAS`` or ``NAME/VERSION``, with errors that list what exists."""
+    name, alias, number = parse_reference(reference)
+    require_existing_store()
+    check_tracking_server()
+    client = _client()
+    registered = _registered(client, name)
     if alias is not None:
         aliases = dict(registered.aliases or {})
         if alias not in aliases:

@@ -1,0 +1,117 @@
+"""``bvae compare``: experiments, or a model's registered versions, in one table a terminal shows.
+
+``dvc exp show`` puts every param and every figure of every metrics file in a column (over 300
+here), so at 160 columns each cell is ``…``, and it knows nothing of the registry. This reads
+the same data (``dvc.api.exp_show``: the workspace, its commit and that commit's experiments;
+or the registry's versions and their tags) and keeps what a model is compared by: what was
+trained (objective, its settings, seed, steps) and how it did (held-out reconstruction and KL,
+active latents, four disentanglement scores, the collapse flag). A figure a row lacks (a stage
+that has not run, a version registered before the figure existed) is ``–``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from bvae.config import OBJECTIVE_SETTINGS
+from bvae.report_keys import HEADLINE
+from bvae.tables import markdown_table, number, text_table
+
+SYMBOLS = {"beta": "β", "gamma": "γ", "capacity_max_nats": "C", "capacity_steps": "over"}
+SCORES = {  # column: key in reports/metrics.json; the registry tags the same as metric.<name>
+    "FactorVAE": "factor_vae",
+    "BetaVAE": "beta_vae",
+    "MIG": "mig",
+    "DCI": "dci_disentanglement",
+}
+TRAINED = ("objective", "settings", "seed", "steps")
+EXPERIMENT_COLUMNS = (*TRAINED, "rec nats", "KL nats", "active", *SCORES, "collapsed")
+VERSION_COLUMNS = (*TRAINED, *SCORES, "collapsed")  # the registry's tags hold no held-out figures
+
+
+def settings_label(kind: object, settings: Mapping[str, object]) -> str:
+    """``β 4`` or ``γ 1000, C 25 over 100,000``: an objective's own settings, short."""
+    keys = OBJECTIVE_SETTINGS.get(str(kind), ())
+    return ", ".join(f"{SYMBOLS[key]} {number(_as_number(settings.get(key)))}" for key in keys)
+
+
+def _as_number(value: object) -> object:
+    """Registry tags are text: ``"4.0"`` back to 4.0 (and ``"100000"`` to 100000)."""
+    if isinstance(value, str):
+        try:
+            return int(value) if value.lstrip("-").isdigit() else float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _count(value: object) -> object:
+    """DVC reads every number of params.yaml and the metrics as a float: 2000.0 back to 2000."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _flag(value: object) -> str | None:
+    if value is None:
+        return None
+    return "yes" if str(value).lower() == "true" else "no"
+
+
+def experiment_rows(rows: Iterable[Mapping[str, object]]) -> list[list[object]]:
+    """A row per ``dvc.api.exp_show`` row: its name, then :data:`EXPERIMENT_COLUMNS`."""
+    table = []
+    for row in rows:
+        kind = row.get("objective.kind")
+        settings = {key: row.get(f"objective.{key}") for keys in OBJECTIVE_SETTINGS.values() for key in keys}
+        table.append(
+            [
+                row.get("Experiment") or row.get("rev"),
+                kind,
+                settings_label(kind, settings),
+                _count(row.get("train.seed")),
+                _count(row.get("train.steps")),
+                row.get("heldout.reconstruction_nats"),
+                row.get("heldout.kl_nats"),
+                _count(row.get("active_latents")),
+                *(row.get(HEADLINE[name]) for name in SCORES.values()),
+                _flag(row.get("collapsed")),
+            ]
+        )
+    return table
+
+
+def version_rows(versions: Iterable[tuple[object, list[str]]]) -> list[list[object]]:
+    """A row per registered ``ModelVersion`` and its aliases, from its tags: its number and
+    aliases, then :data:`VERSION_COLUMNS`."""
+    table = []
+    for version, aliases in versions:
+        tags = dict(version.tags or {})
+        table.append(
+            [
+                " ".join([f"v{version.version}", *(f"@{alias}" for alias in aliases)]),
+                tags.get("objective"),
+                settings_label(tags.get("objective"), tags),
+                _as_number(tags.get("train.seed")),
+                _as_number(tags.get("train.steps")),
+                *(_as_number(tags.get(f"metric.{name}")) for name in SCORES.values()),
+                _flag(tags.get("collapsed")),
+            ]
+        )
+    return table
+
+
+def render(header: list[str], rows: list[list[object]], markdown: bool = False) -> str:
+    return markdown_table(header, rows) if markdown else text_table(header, rows)
+
+
+def experiments_table(num: int = 1, markdown: bool = False) -> str:
+    """The workspace, its commit (and ``num - 1`` before it) and their DVC experiments."""
+    import dvc.api
+
+    rows = experiment_rows(dvc.api.exp_show(num=num))
+    return render(["experiment", *EXPERIMENT_COLUMNS], rows, markdown)
+
+
+def versions_table(name: str, markdown: bool = False) -> str:
+    from bvae.tracking import registry
+
+    return render([name, *VERSION_COLUMNS], version_rows(registry.versions(name)), markdown)

@@ -1,0 +1,46 @@
+"""`bvae compare`'s rows from DVC's and the registry's records (the commands themselves run in
+test_pipeline and test_registry)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from bvae.compare import EXPERIMENT_COLUMNS, experiment_rows, settings_label, version_rows
+from bvae.tables import MISSING, text_table
+
+
+def test_each_objective_shows_only_its_own_settings():
+    settings = {"beta": 4.0, "gamma": 1000.0, "capacity_max_nats": 25.0, "capacity_steps": 100000}
+    assert settings_label("beta", settings) == "β 4"
+    assert settings_label("capacity", settings) == "γ 1000, C 25, over 100,000"
+    assert (
+        settings_label("capacity", {"gamma": "1000.0", "capacity_max_nats": "25.0"}) == "γ 1000, C 25, over –"
+    )
+
+
+def test_an_experiment_row_keeps_counts_whole_and_marks_what_did_not_run():
+    dvc_row = {"Experiment": "tiny", "rev": "abc", "objective.kind": "beta", "objective.beta": 4.0}
+    dvc_row |= {"train.seed": 1.0, "train.steps": 2000.0, "active_latents": 3.0, "collapsed": "False"}
+    (row,) = experiment_rows([dvc_row])
+    assert len(row) == 1 + len(EXPERIMENT_COLUMNS)
+    assert row[:5] == ["tiny", "beta", "β 4", 1, 2000] and row[7] == 3 and row[-1] == "no"
+    assert row[5] is None and row[8] is None  # no evaluate yet: shown as –
+    assert experiment_rows([{"rev": "workspace"}])[0][0] == "workspace"
+
+
+def test_a_version_row_reads_the_registry_tags():
+    tags = {"objective": "beta", "beta": "4.0", "train.seed": "2", "train.steps": "20", "collapsed": "true"}
+    tags |= {"metric.factor_vae": "0.5", "metric.mig": "0.125"}
+    (row,) = version_rows([(SimpleNamespace(version=3, tags=tags), ["candidate", "champion"])])
+    assert row == ["v3 @candidate @champion", "beta", "β 4", 2, 20, 0.5, None, 0.125, None, "yes"]
+
+
+def test_the_text_table_aligns_numbers_right_and_text_left():
+    table = text_table(["name", "score"], [["a", 0.5], ["longer", None], ["b", 12.25]]).splitlines()
+    assert table == [
+        "name    score",
+        "------  -----",
+        "a         0.5",
+        f"longer      {MISSING}",
+        "b       12.25",
+    ]
