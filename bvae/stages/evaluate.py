@@ -160,7 +160,8 @@ def run_evaluate(
     """
     config = params.evaluate
     device = select_device(config.device, "evaluate.device")
-    run = trained_run(files) if score_model else None  # the figures go to this run at the end
+    state = read_model_file(files.model) if score_model else None
+    run = trained_run(files, state) if score_model else None  # the figures go to this run at the end
     if run is not None:
         tracking.check_tracking_server(run.tracking_uri)
     dataset = load_dataset(shards)
@@ -171,7 +172,6 @@ def run_evaluate(
     seconds: dict[str, float] = {}
     encode_seconds = [0.0]
 
-    state = read_model_file(files.model) if score_model else None
     model = model_from_state(state, files.model) if state is not None else None
     if model is not None:
         table = _encoded_table(model, ground_truth, device, config, encode_seconds)

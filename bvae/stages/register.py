@@ -63,12 +63,12 @@ def model_tags(config: dict) -> dict[str, object]:
 
 def run_register(params: Params, files: RunFiles = RunFiles()) -> registry.Registration:
     config = params.registry
-    run = trained_run(files) or tracking.read_run_file(files.run_file)  # the latter: MissingInput
+    state = read_model_file(files.model)
+    run = trained_run(files, state) or tracking.read_run_file(files.run_file)  # the latter: MissingInput
     if run.model_uri is None:
         raise MissingInput(f"{files.run_file} has no model_uri: the train stage did not finish; rerun it.")
     report = json.loads(files.metrics.read_text())
     value = lookup(report, config.selection_metric)
-    state = read_model_file(files.model)
     model = model_from_state(state, files.model)
     flat_report = tracking.flatten(report)
     objective = state["config"]["objective"]

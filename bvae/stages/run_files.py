@@ -63,15 +63,18 @@ class StaleRunFile(BadInput, ValueError):
     """The run file names another MLflow run than the one that trained the model file."""
 
 
-def trained_run(files: RunFiles) -> RunHandle | None:
+def trained_run(files: RunFiles, model_state: dict | None = None) -> RunHandle | None:
     """The MLflow run that trained ``files.model``: the run file's (None without one), refused
     when the model file records another run. A train that failed after starting its run
     leaves the run file naming that FAILED run beside the previous model; a later stage must
-    not log the previous model's figures into it."""
+    not log the previous model's figures into it. ``model_state``: the model file, when the
+    caller has already read it."""
     if not files.run_file.exists():
         return None
     run = read_run_file(files.run_file)
-    trained_in = read_model_file(files.model).get("mlflow_run_id") if files.model.exists() else None
+    if model_state is None and files.model.exists():
+        model_state = read_model_file(files.model)
+    trained_in = (model_state or {}).get("mlflow_run_id")
     if trained_in is not None and trained_in != run.run_id:
         raise StaleRunFile(
             f"{files.run_file} names MLflow run {run.run_id}, but {files.model} was trained in run "
