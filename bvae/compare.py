@@ -14,16 +14,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from bvae.config import OBJECTIVE_SETTINGS
-from bvae.report_keys import HEADLINE
+from bvae.report_keys import HEADLINE, HEADLINE_LABELS
 from bvae.tables import markdown_table, number, text_table
 
-SYMBOLS = {"beta": "β", "gamma": "γ", "capacity_max_nats": "C", "capacity_steps": "over"}
-SCORES = {  # column: key in reports/metrics.json; the registry tags the same as metric.<name>
-    "FactorVAE": "factor_vae",
-    "BetaVAE": "beta_vae",
-    "MIG": "mig",
-    "DCI": "dci_disentanglement",
+SYMBOLS = {
+    "beta": "β",
+    "gamma": "γ",
+    "capacity_max_nats": "C",
+    "capacity_steps": "over",
+    "tc_estimator": "TC by",
+    "lambda_od": "λod",
+    "lambda_d": "λd",
 }
+# column: name in report_keys.HEADLINE (the registry tags it as metric.<name>)
+SCORES = {label: name for name, label in HEADLINE_LABELS.items()}
 TRAINED = ("objective", "settings", "seed", "steps")
 EXPERIMENT_COLUMNS = (*TRAINED, "rec nats", "KL nats", "active", *SCORES, "collapsed")
 VERSION_COLUMNS = (*TRAINED, *SCORES, "collapsed")  # the registry's tags hold no held-out figures
@@ -32,7 +36,10 @@ VERSION_COLUMNS = (*TRAINED, *SCORES, "collapsed")  # the registry's tags hold n
 def settings_label(kind: object, settings: Mapping[str, object]) -> str:
     """``β 4`` or ``γ 1000, C 25 over 100,000``: an objective's own settings, short."""
     keys = OBJECTIVE_SETTINGS.get(str(kind), ())
-    return ", ".join(f"{SYMBOLS[key]} {number(_as_number(settings.get(key)))}" for key in keys)
+    values = {key: _as_number(settings.get(key)) for key in keys}
+    if values.get("lambda_d") is None and isinstance(values.get("lambda_od"), int | float):
+        values["lambda_d"] = (10 if kind == "dip_i" else 1) * values["lambda_od"]  # dlib's default
+    return ", ".join(f"{SYMBOLS[key]} {number(values[key])}" for key in keys)
 
 
 def _as_number(value: object) -> object:

@@ -73,14 +73,26 @@ class ModelConfig:
 
 @dataclass(frozen=True, config=_STRICT)
 class ObjectiveConfig:
-    """The loss (bvae.objectives): β-VAE (Higgins et al. 2017) or capacity (Burgess et al. 2018)."""
+    """The loss (bvae.objectives): β-VAE (Higgins et al. 2017), capacity (Burgess et al. 2018),
+    β-TCVAE (Chen et al. 2018), DIP-VAE-I / II (Kumar et al. 2018)."""
 
-    kind: Literal["beta", "capacity"] = "beta"
-    beta: float = Field(4.0, ge=0)
+    kind: Literal["beta", "capacity", "beta_tc", "dip_i", "dip_ii"] = "beta"
+    beta: float = Field(4.0, ge=0)  # beta: on the KL; beta_tc: on the total correlation
     gamma: float = Field(1000.0, ge=0)
     capacity_max_nats: float = Field(25.0, ge=0)
     capacity_steps: int = Field(100_000, ge=1)
     gaussian_std: float = Field(0.1, gt=0)  # fixed decoder std of the Gaussian likelihood (pixels in [0, 1])
+    tc_estimator: Literal["mws", "mss"] = "mws"  # beta_tc: minibatch weighted / stratified sampling
+    lambda_od: float = Field(10.0, ge=0)  # DIP: weight of the off-diagonal covariance penalty
+    lambda_d: float | None = Field(
+        None, ge=0
+    )  # DIP: of the diagonal's; None: dlib's (10·λ_od for I, λ_od for II)
+
+    def dip_lambda_d(self) -> float:
+        """λ_d as trained: the setting, or disentanglement_lib's default for the DIP kind."""
+        if self.lambda_d is not None:
+            return self.lambda_d
+        return (10.0 if self.kind == "dip_i" else 1.0) * self.lambda_od
 
 
 # The settings each objective kind reads (the rest of ObjectiveConfig it ignores): what a
@@ -88,12 +100,28 @@ class ObjectiveConfig:
 OBJECTIVE_SETTINGS: dict[str, tuple[str, ...]] = {
     "beta": ("beta",),
     "capacity": ("gamma", "capacity_max_nats", "capacity_steps"),
+    "beta_tc": ("beta", "tc_estimator"),
+    "dip_i": ("lambda_od", "lambda_d"),
+    "dip_ii": ("lambda_od", "lambda_d"),
 }
 
 
+def strength_setting(kind: str) -> str:
+    """The setting a study varies for ``kind``, its regularisation strength: β for β-VAE and
+    β-TCVAE, γ for the capacity objective, λ_od for DIP-VAE (the first of its settings)."""
+    return OBJECTIVE_SETTINGS[kind][0]
+
+
 def objective_settings(objective: dict) -> dict[str, object]:
-    """The settings ``objective`` (a dict of ObjectiveConfig's fields) is trained with."""
-    return {key: objective[key] for key in OBJECTIVE_SETTINGS[objective["kind"]] if key in objective}
+    """The settings ``objective`` (a dict of ObjectiveConfig's fields) is trained with; a DIP
+    λ_d left to its default is given as trained."""
+    settings = {key: objective[key] for key in OBJECTIVE_SETTINGS[objective["kind"]] if key in objective}
+    if "lambda_d" in settings and settings["lambda_d"] is None:
+        fields = {
+            key: value for key, value in objective.items() if key in ObjectiveConfig.__dataclass_fields__
+        }
+        settings["lambda_d"] = ObjectiveConfig(**fields).dip_lambda_d()
+    return settings
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -166,13 +194,16 @@ class EvaluateConfig(_Section):
 
     sample_sizes: Literal["fast", "dlib", "smoke"] = "fast"
     seed: int = Field(0, ge=0)
-    metrics: tuple[Literal["beta_vae", "factor_vae", "mig", "dci", "sap", "modularity"], ...] = (
+    metrics: tuple[
+        Literal["beta_vae", "factor_vae", "mig", "dci", "sap", "modularity", "unsupervised"], ...
+    ] = (
         "beta_vae",
         "factor_vae",
         "mig",
         "dci",
         "sap",
         "modularity",
+        "unsupervised",
     )
     dci_estimator: Literal["gbt", "forest"] = "gbt"
     representations: tuple[Literal["mean", "sampled"], ...] = ("mean", "sampled")
@@ -225,6 +256,10 @@ class RegisterConfig(_Section):
     promote: bool = True  # run the champion gate here; sweeps set false and gate only their best
 
 
+# Selection metrics a sweep computes across its members (bvae.stages.sweep_compare), needing
+# no labels; a single run has none.
+LABEL_FREE_SELECTIONS = ("udr.lasso", "udr.spearman")
+
 # What the members of one ensemble may differ in: nothing that changes tensor shapes or the loop.
 MEMBER_KEYS = (
     "objective.kind",
@@ -233,17 +268,24 @@ MEMBER_KEYS = (
     "objective.capacity_max_nats",
     "objective.capacity_steps",
     "objective.gaussian_std",
+    "objective.tc_estimator",
+    "objective.lambda_od",
+    "objective.lambda_d",
     "train.learning_rate",
     "train.seed",
 )
+
+
+GridSpec = dict[str, tuple[float | int | str, ...]]
 
 
 class SweepConfig(_Section):
     """``sweeps/dvc.yaml``: a grid of members trained together as one ensemble (bvae.training)."""
 
     # Each key a params key members may differ in, each value its list; the members are the
-    # Cartesian product, each on top of the other sections.
-    grid: dict[str, tuple[float | int | str, ...]] = {"objective.beta": (1.0, 4.0), "train.seed": (0, 1)}
+    # Cartesian product, each on top of the other sections. A list of such grids: the members
+    # of each, together (a study: each method with its own strengths, bvae.sweep.expand_grid).
+    grid: GridSpec | tuple[GridSpec, ...] = {"objective.beta": (1.0, 4.0), "train.seed": (0, 1)}
     # loop: each member's own kernels in turn (bit-identical to single runs; the faster on a
     # CPU). vmap / bmm: one kernel per layer for all members on their stacked weights (grouped
     # convolutions / im2col and batched matrix products: bvae.runtime). auto: vmap on CUDA, else loop.
@@ -252,7 +294,15 @@ class SweepConfig(_Section):
 
     @field_validator("grid")
     @classmethod
-    def _grid_keys_share_an_ensemble(cls, grid: dict) -> dict:
+    def _grid_keys_share_an_ensemble(cls, grid: dict | tuple) -> dict | tuple:
+        if not grid:
+            raise ValueError("give at least one key with a list of values (or a list of such grids)")
+        for part in grid if isinstance(grid, tuple) else (grid,):
+            cls._check_grid(part)
+        return grid
+
+    @staticmethod
+    def _check_grid(grid: dict) -> None:
         if not grid:
             raise ValueError("give at least one key with a list of values")
         for key, values in grid.items():
@@ -266,7 +316,6 @@ class SweepConfig(_Section):
                 raise ValueError(f"{key} needs a non-empty list of values")
             if len(set(values)) != len(values):
                 raise ValueError(f"{key} lists a value twice: {list(values)}")
-        return grid
 
 
 class Params(_Section):
@@ -288,7 +337,7 @@ class Params(_Section):
     @model_validator(mode="after")
     def _selection_metric_is_computed(self) -> Params:
         keys = figure_keys(self.evaluate.metrics, self.evaluate.representations, self.evaluate.baselines)
-        if self.registry.selection_metric not in keys:
+        if self.registry.selection_metric not in keys | set(LABEL_FREE_SELECTIONS):
             examples = ", ".join(sorted(key for key in keys if key.startswith("model."))[:4])
             raise ValueError(
                 f"registry.selection_metric {self.registry.selection_metric!r} will not be in "

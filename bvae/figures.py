@@ -193,11 +193,11 @@ def save_sweep_chart(
     figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
     lines: dict[tuple, list[dict]] = {}
     for row in rows:
-        lines.setdefault(tuple(row[key] for key in others), []).append(row)
-    numeric = all(isinstance(row[x_key], int | float) for row in rows)
+        lines.setdefault(tuple(row.get(key) for key in others), []).append(row)
+    numeric = all(isinstance(row.get(x_key), int | float) for row in rows)
     for label, members in lines.items():
         members = sorted(members, key=lambda row: row[x_key]) if numeric else members
-        xs = [row[x_key] if numeric else str(row[x_key]) for row in members]
+        xs = [row[x_key] if numeric else str(row.get(x_key)) for row in members]
         ys = [np.nan if row[metric] is None else row[metric] for row in members]
         text = ", ".join(
             f"{key.rsplit('.', 1)[-1]} {value}" for key, value in zip(others, label, strict=True)
@@ -208,6 +208,35 @@ def save_sweep_chart(
     axis.set_title(f"{len(rows)} members")
     if others:
         axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def save_study_chart(
+    path: str | os.PathLike, study: Sequence[Mapping], metrics: Sequence[tuple[str, str]]
+) -> None:
+    """One panel per metric: the metric against each method's regularisation strength, a
+    line per method (the median over seeds), the seeds' range shaded (Locatello et al.'s
+    figures). ``study``: :func:`bvae.sweep.study_rows`; ``metrics``: (label, key)."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.2), dpi=100, squeeze=False)
+    methods = list(dict.fromkeys(row["method"] for row in study))
+    numeric = all(isinstance(row["strength"], int | float) for row in study)
+    for axis, (label, key) in zip(axes[0], metrics, strict=True):
+        for method in methods:
+            points = [row for row in study if row["method"] == method and row.get(key) is not None]
+            if not points:
+                continue
+            xs = [row["strength"] if numeric else str(row["strength"]) for row in points]
+            median, low, high = (np.array([row[key][i] for row in points]) for i in range(3))
+            (line,) = axis.plot(xs, median, marker="o", label=method)
+            axis.fill_between(xs, low, high, color=line.get_color(), alpha=0.2)
+        if numeric and all(row["strength"] > 0 for row in study):
+            axis.set_xscale("log")
+        axis.set_title(label, fontsize=10)
+        axis.set_xlabel("strength (β; γ; λ_od for DIP)", fontsize=8)
+    axes[0][0].legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)

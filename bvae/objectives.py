@@ -1,10 +1,22 @@
-"""β-VAE objectives: reconstruction + a weighted KL, as pure functions of tensors.
+"""The β-VAE family's objectives: reconstruction + a regulariser, as pure functions of tensors.
 
 - ``beta`` (Higgins et al. 2017): recon + β·KL(q(z|x) ‖ N(0, I)); β = 1 is the plain VAE
   (Kingma & Welling 2014), β = 0 a deterministic-decoder autoencoder loss.
 - ``capacity`` (Burgess et al. 2018, eq. 8): recon + γ·|KL − C|, with the capacity C raised
   linearly from 0 to ``capacity_max_nats`` over ``capacity_steps`` (paper: γ = 1000,
   C_max = 25 nats over 100k steps).
+- ``beta_tc`` (Chen et al. 2018, "Isolating Sources of Disentanglement in VAEs", eq. 2 and 4):
+  recon + MI + β·TC + dimension-wise KL, the KL of the aggregate posterior split into the
+  index-code mutual information, the total correlation and the dimension-wise KL, each
+  estimated on the minibatch from the sampled codes. ``tc_estimator``: minibatch-weighted
+  sampling (``mws``, the paper's eq. 4) or minibatch stratified sampling (``mss``, its
+  appendix). Both need the dataset size N. disentanglement_lib differs: it uses the
+  closed-form KL + (β − 1)·TC, with MWS without N (a constant offset of the TC).
+- ``dip_i`` / ``dip_ii`` (Kumar et al. 2018, "Variational Inference of Disentangled Latent
+  Concepts from Unlabeled Observations", eq. 6 and 7): recon + KL + λ_od·Σ_{i≠j} C_ij² +
+  λ_d·Σ_i (C_ii − 1)², with C the batch covariance of the posterior means (I), or that plus
+  the mean posterior variance (II, the covariance of the aggregate posterior). The covariance
+  is the biased batch estimate, as in disentanglement_lib.
 
 Scale: the reconstruction is the negative log-likelihood *summed over the 4,096 pixels* and
 *averaged over the batch*, and the KL is summed over latents and averaged over the batch. This
@@ -22,9 +34,27 @@ import torch.nn.functional as F
 
 from bvae.config import ObjectiveConfig
 
-# The columns of :func:`objective_terms`, in order; KL per latent follows. One step's row of
-# these is what a log window averages and ``curves.csv`` holds.
+# The columns of :func:`objective_terms`, in order; then the objective terms of the kinds in
+# the ensemble (:func:`term_columns`); KL per latent follows. One step's row of these is what a
+# log window averages and ``curves.csv`` holds.
 TERM_COLUMNS = ("loss", "reconstruction", "kl", "largest_mean_sd")
+# What each kind adds to its curves: the terms its regulariser is made of (unweighted).
+KIND_TERMS: dict[str, tuple[str, ...]] = {
+    "beta": (),
+    "capacity": (),
+    "beta_tc": ("mutual_information", "total_correlation", "dimwise_kl"),
+    "dip_i": ("dip_off_diagonal", "dip_diagonal"),
+    "dip_ii": ("dip_off_diagonal", "dip_diagonal"),
+}
+LOG_2PI = math.log(2 * math.pi)
+
+
+def term_columns(kinds) -> tuple[str, ...]:
+    """The columns of an ensemble whose members are of ``kinds``: :data:`TERM_COLUMNS`, then
+    each present kind's terms once, in :data:`KIND_TERMS`' order."""
+    present = set(kinds)
+    extra = (term for kind, terms in KIND_TERMS.items() if kind in present for term in terms)
+    return TERM_COLUMNS + tuple(dict.fromkeys(extra))
 
 
 # Images are (..., n, 1, 64, 64) and latents (..., n, latent_dim): a batch, or one batch per
@@ -69,6 +99,77 @@ def largest_mean_sd(mean: torch.Tensor) -> torch.Tensor:
     return mean.std(dim=-2).amax(dim=-1)
 
 
+def gaussian_log_density(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(z; mean, exp(logvar)), elementwise."""
+    return -0.5 * (LOG_2PI + logvar + (z - mean).pow(2) * torch.exp(-logvar))
+
+
+def log_importance_weights(batch_size: int, dataset_size: int, estimator: str) -> torch.Tensor:
+    """``(B, B)``: log of the weight of q(z_i | x_j) in the estimate of q(z_i) (Chen et al.).
+
+    ``mws``: every pair 1/(N·B) (eq. 4: a biased estimate). ``mss``, minibatch stratified
+    sampling: x_i's own 1/N, one other image standing for the N − B images outside the
+    batch (N − M)/(N·M), the remaining M − 1 images 1/M each, with M = B − 1; every row sums
+    to 1. The reference code's matrix puts one of the stratum weights in the wrong row
+    (rtqichen/beta-tcvae pull request #1); this is the corrected form: row i's stratum is
+    image i + 1 (the last row's is image 0)."""
+    n, b = dataset_size, batch_size
+    if estimator == "mws":
+        return torch.full((b, b), -math.log(n * b), dtype=torch.float64).float()
+    if b < 2:
+        raise ValueError(
+            "the stratified TC estimate (objective.tc_estimator: mss) needs 2 or more images a batch"
+        )
+    m = b - 1
+    weights = torch.full((b, b), 1.0 / m, dtype=torch.float64)
+    rows = torch.arange(b)
+    weights[rows, rows] = 1.0 / n
+    weights[rows, (rows + 1) % b] = (n - m) / (n * m)
+    return weights.log().float()
+
+
+def tc_decomposition(
+    z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor, log_weights: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Chen et al.'s split of the KL term, each averaged over the batch: (index-code mutual
+    information, total correlation, dimension-wise KL). ``z``, ``mean``, ``logvar``:
+    ``(..., B, D)``, ``z`` sampled from q(z | x); ``log_weights``: ``(..., B, B)``
+    (:func:`log_importance_weights`). The three add up to the batch's mean of
+    log q(z|x) − log p(z), the sampled KL, for any estimator."""
+    # log q(z_i,d | x_j): every code against every image's posterior, per dimension.
+    pairs = gaussian_log_density(z.unsqueeze(-2), mean.unsqueeze(-3), logvar.unsqueeze(-3))
+    log_q_given_x = gaussian_log_density(z, mean, logvar).sum(dim=-1)
+    log_qz = torch.logsumexp(pairs.sum(dim=-1) + log_weights, dim=-1)
+    log_qz_product = torch.logsumexp(pairs + log_weights.unsqueeze(-1), dim=-2).sum(dim=-1)
+    log_pz = gaussian_log_density(z, torch.zeros_like(z), torch.zeros_like(z)).sum(dim=-1)
+    return (
+        (log_q_given_x - log_qz).mean(dim=-1),
+        (log_qz - log_qz_product).mean(dim=-1),
+        (log_qz_product - log_pz).mean(dim=-1),
+    )
+
+
+def dip_covariance(
+    mean: torch.Tensor, logvar: torch.Tensor, with_variance: torch.Tensor | bool
+) -> torch.Tensor:
+    """``(..., D, D)``: the batch covariance of the posterior means (DIP-VAE-I), plus the mean
+    posterior variance on the diagonal where ``with_variance`` (DIP-VAE-II: the covariance of
+    the aggregate posterior). Biased (divided by B), as disentanglement_lib."""
+    centred = mean - mean.mean(dim=-2, keepdim=True)
+    covariance = centred.transpose(-1, -2) @ centred / mean.shape[-2]
+    variance = torch.diag_embed(logvar.exp().mean(dim=-2))
+    if isinstance(with_variance, torch.Tensor):
+        return covariance + with_variance.reshape(-1, 1, 1) * variance
+    return covariance + variance if with_variance else covariance
+
+
+def dip_penalties(covariance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Σ_{i≠j} C_ij², Σ_i (C_ii − 1)²) of a ``(..., D, D)`` covariance."""
+    diagonal = torch.diagonal(covariance, dim1=-2, dim2=-1)
+    off_diagonal = (covariance - torch.diag_embed(diagonal)).pow(2).sum(dim=(-2, -1))
+    return off_diagonal, (diagonal - 1).pow(2).sum(dim=-1)
+
+
 def capacity_at(step: int, capacity_max_nats: float, capacity_steps: int) -> float:
     """Burgess et al.'s linearly increasing capacity C (nats) at a training step."""
     return capacity_max_nats * min(step, capacity_steps) / capacity_steps
@@ -84,26 +185,58 @@ def capacity_for(config: ObjectiveConfig, step: int) -> float:
 @dataclass(frozen=True)
 class MemberObjectives:
     """K members' objectives as tensors on the training device: one formula for all of them
-    keeps a step a few kernels however many members there are."""
+    keeps a step a few kernels however many members there are. A kind's terms are computed
+    only when a member is of that kind, so a β or capacity run's arithmetic is unchanged."""
 
     is_capacity: torch.Tensor  # (K,) 1.0 for Burgess et al.'s objective, 0.0 for β
-    beta: torch.Tensor  # (K,)
+    beta: torch.Tensor  # (K,) β (on the KL; for beta_tc on the TC)
     gamma: torch.Tensor  # (K,)
     # One number when the members share it (any K = 1 run): then the arithmetic is the
     # plain float's, to the bit. Per member (K,) only when the grid varies it.
     gaussian_std: float | torch.Tensor
+    columns: tuple[str, ...] = TERM_COLUMNS  # what objective_terms returns, before KL per latent
+    is_beta_tc: torch.Tensor | None = None  # (K,), only with a beta_tc member
+    tc_log_weights: torch.Tensor | None = None  # (K, B, B): log_importance_weights per member
+    is_dip: torch.Tensor | None = None  # (K,), only with a DIP member
+    is_dip_ii: torch.Tensor | None = None  # (K,)
+    lambda_od: torch.Tensor | None = None  # (K,)
+    lambda_d: torch.Tensor | None = None  # (K,), resolved (ObjectiveConfig.dip_lambda_d)
 
     @classmethod
-    def of(cls, objectives: list[ObjectiveConfig], device: torch.device | str = "cpu") -> MemberObjectives:
+    def of(
+        cls,
+        objectives: list[ObjectiveConfig],
+        device: torch.device | str = "cpu",
+        batch_size: int | None = None,
+        dataset_size: int | None = None,
+    ) -> MemberObjectives:
+        """``batch_size`` and ``dataset_size``: the images a member's step sees and the data's
+        size, which β-TCVAE's estimate needs (only then)."""
+
         def column(values: list[float]) -> torch.Tensor:
             return torch.tensor(values, dtype=torch.float32, device=device)
 
+        kinds = [o.kind for o in objectives]
         stds = [o.gaussian_std for o in objectives]
+        extra: dict[str, torch.Tensor] = {}
+        if "beta_tc" in kinds:
+            if batch_size is None or dataset_size is None:
+                raise ValueError("a beta_tc objective needs the batch size and the dataset size")
+            extra["is_beta_tc"] = column([float(kind == "beta_tc") for kind in kinds])
+            weights = [log_importance_weights(batch_size, dataset_size, o.tc_estimator) for o in objectives]
+            extra["tc_log_weights"] = torch.stack(weights).to(device)
+        if {"dip_i", "dip_ii"} & set(kinds):
+            extra["is_dip"] = column([float(kind in ("dip_i", "dip_ii")) for kind in kinds])
+            extra["is_dip_ii"] = column([float(kind == "dip_ii") for kind in kinds])
+            extra["lambda_od"] = column([o.lambda_od for o in objectives])
+            extra["lambda_d"] = column([o.dip_lambda_d() for o in objectives])
         return cls(
-            is_capacity=column([float(o.kind == "capacity") for o in objectives]),
+            is_capacity=column([float(kind == "capacity") for kind in kinds]),
             beta=column([o.beta for o in objectives]),
             gamma=column([o.gamma for o in objectives]),
             gaussian_std=stds[0] if len(set(stds)) == 1 else column(stds),
+            columns=term_columns(kinds),
+            **extra,
         )
 
 
@@ -115,12 +248,15 @@ def objective_terms(
     logvar: torch.Tensor,
     objectives: MemberObjectives,
     capacities: torch.Tensor,
+    noises: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The objective of K members at once (leading dim K; a single run is K = 1), as one
-    tensor ``(K, 4 + latent_dim)``: :data:`TERM_COLUMNS`, then KL per latent.
+    tensor ``(K, len(objectives.columns) + latent_dim)``: ``objectives.columns``
+    (:func:`term_columns`), then KL per latent. A member's columns of another kind are 0.
 
     ``images`` are float ``(K, n, 1, 64, 64)`` in [0, 1]; ``capacities`` ``(K,)`` each
-    member's C (see :func:`capacity_at`), ignored for the β objective.
+    member's C (see :func:`capacity_at`), ignored for the other objectives; ``noises``
+    ``(K, n, latent_dim)``, the ε of the sampled codes z = μ + σ·ε (β-TCVAE needs them).
     """
     reconstruction = reconstruction_nll(likelihood, logits, images, objectives.gaussian_std)
     per_latent = kl_per_latent(mean, logvar)  # (K, latent_dim)
@@ -128,6 +264,20 @@ def objective_terms(
     penalty = torch.where(
         objectives.is_capacity > 0, objectives.gamma * (kl - capacities).abs(), objectives.beta * kl
     )
+    terms: dict[str, torch.Tensor] = {}
+    if objectives.is_beta_tc is not None:
+        if noises is None:
+            raise ValueError("a beta_tc objective needs the noise of the sampled codes")
+        z = mean + torch.exp(0.5 * logvar) * noises
+        mi, tc, dimwise = tc_decomposition(z, mean, logvar, objectives.tc_log_weights)
+        terms.update(mutual_information=mi, total_correlation=tc, dimwise_kl=dimwise)
+        penalty = torch.where(objectives.is_beta_tc > 0, mi + objectives.beta * tc + dimwise, penalty)
+    if objectives.is_dip is not None:
+        off_diagonal, diagonal = dip_penalties(dip_covariance(mean, logvar, objectives.is_dip_ii))
+        terms.update(dip_off_diagonal=off_diagonal, dip_diagonal=diagonal)
+        dip = kl + objectives.lambda_od * off_diagonal + objectives.lambda_d * diagonal
+        penalty = torch.where(objectives.is_dip > 0, dip, penalty)
     loss = reconstruction + penalty
     spread = largest_mean_sd(mean.detach())
-    return torch.cat([torch.stack([loss, reconstruction, kl, spread], dim=1), per_latent], dim=1)
+    extra = [terms[name].detach() for name in objectives.columns[len(TERM_COLUMNS) :]]
+    return torch.cat([torch.stack([loss, reconstruction, kl, spread, *extra], dim=1), per_latent], dim=1)

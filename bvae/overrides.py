@@ -75,7 +75,8 @@ def override_args(overrides: Mapping[str, Any]) -> list[str]:
     merge ``key={…}`` into it, so the old one is deleted (``~key``) and the new one added."""
     args: list[str] = []
     for key, value in overrides.items():
-        if isinstance(value, Mapping):
+        whole = isinstance(value, list | tuple) and value and all(isinstance(item, Mapping) for item in value)
+        if isinstance(value, Mapping) or whole:  # a list of grids replaces a grid (or a list) too
             args += ["-S", f"~{key}", "-S", f"+{key}={hydra_value(value)}"]
         else:
             args += ["-S", f"{key}={hydra_value(value)}"]

@@ -17,6 +17,12 @@ SCORE_NAMES: dict[str, tuple[str, ...]] = {
     "dci": ("disentanglement", "completeness", "informativeness_train", "informativeness_test"),
     "sap": ("sap_score",),
     "modularity": ("modularity", "explicitness_train", "explicitness_test"),
+    "unsupervised": (
+        "gaussian_total_correlation",
+        "gaussian_wasserstein_correlation",
+        "gaussian_wasserstein_correlation_norm",
+        "mutual_info_score",
+    ),
 }
 HELDOUT_FIGURES = ("reconstruction_nats", "kl_nats", "negative_elbo_nats", "largest_mean_sd", "num_images")
 
@@ -26,6 +32,12 @@ HEADLINE = {
     "beta_vae": "model.mean.beta_vae.eval_accuracy",
     "mig": "model.mean.mig.discrete_mig",
     "dci_disentanglement": "model.mean.dci.disentanglement",
+}
+HEADLINE_LABELS = {
+    "factor_vae": "FactorVAE",
+    "beta_vae": "BetaVAE",
+    "mig": "MIG",
+    "dci_disentanglement": "DCI",
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,9 @@ SHORT_NAMES = {
     "objective.capacity_max_nats": "C",
     "objective.capacity_steps": "Csteps",
     "objective.gaussian_std": "std",
+    "objective.tc_estimator": "",
+    "objective.lambda_od": "od",
+    "objective.lambda_d": "d",
     "train.learning_rate": "lr",
 }
 
@@ -32,8 +36,15 @@ class SweepMember:
     params: Params  # the full params a single `bvae train` of this member would read
 
 
-def expand_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
-    """The Cartesian product of the grid's value lists, in the grid's key order."""
+def expand_grid(
+    grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Sequence[Any]]],
+) -> list[dict[str, Any]]:
+    """The Cartesian product of the grid's value lists, in the grid's key order; for a list of
+    grids, each one's product in turn (a study: each method with its own strengths)."""
+    if isinstance(grid, Sequence) and not isinstance(grid, str | bytes):
+        if not grid or not all(isinstance(part, Mapping) for part in grid):
+            raise ParamsError("a list of sweep grids needs one or more grids, each a mapping of lists")
+        return [point for part in grid for point in expand_grid(part)]
     if not grid:
         raise ParamsError("the sweep grid is empty: give at least one key with a list of values")
     for key, values in grid.items():
@@ -67,12 +78,21 @@ def member_name(point: Mapping[str, Any]) -> str:
     )
 
 
+def grid_keys(grid: Mapping | Sequence[Mapping]) -> list[str]:
+    """The keys a grid (or a list of grids) varies, in order of first appearance."""
+    parts = grid if isinstance(grid, Sequence) and not isinstance(grid, str | bytes) else [grid]
+    return list(dict.fromkeys(key for part in parts for key in part))
+
+
 def sweep_members(params: Params) -> list[SweepMember]:
     """Every member of ``params.sweep.grid``, each validated as a whole params file would be."""
     base = params.model_dump(mode="json")
-    members = []
+    members, names = [], set()
     for point in expand_grid(params.sweep.grid):
         name = member_name(point)
+        if name in names:
+            raise ParamsError(f"sweep member {name} appears twice: two of sweep.grid's grids make it")
+        names.add(name)
         member_params = params_from_mapping(apply_point(base, point), f"params.yaml with sweep member {name}")
         members.append(SweepMember(name, point, member_params))
     return members
@@ -110,3 +130,29 @@ def best_member(rows: Sequence[Mapping[str, Any]], selection_metric: str) -> Map
         and math.isfinite(row[selection_metric])
     ]
     return max(scored, key=lambda row: row[selection_metric], default=None)
+
+
+def study_rows(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
+    """A study's table: one row per (method, strength) of the members' rows (each with
+    ``method``, ``strength`` and the figures ``keys``), the seeds summarised as median, min and
+    max (``None`` where no seed has the figure). Methods in order of first appearance."""
+    groups: dict[tuple[str, Any], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["method"], row["strength"]), []).append(row)
+    methods = list(dict.fromkeys(row["method"] for row in rows))
+    table = []
+    for (method, strength), members in sorted(
+        groups.items(), key=lambda item: (methods.index(item[0][0]), item[0][1])
+    ):
+        entry: dict[str, Any] = {"method": method, "strength": strength, "seeds": len(members)}
+        for key in keys:
+            values = [
+                float(r[key])
+                for r in members
+                if isinstance(r.get(key), int | float)
+                and not isinstance(r.get(key), bool)
+                and math.isfinite(r[key])
+            ]
+            entry[key] = (statistics.median(values), min(values), max(values)) if values else None
+        table.append(entry)
+    return table

@@ -42,11 +42,11 @@ from torch.func import functional_call, vmap
 
 from bvae import batched, distributed
 from bvae import runtime as runtimes
-from bvae.config import ModelConfig, ObjectiveConfig, TrainConfig
+from bvae.config import ModelConfig, ObjectiveConfig, TrainConfig, objective_settings
 from bvae.cuda_graph import GraphedStep
 from bvae.errors import BadInput, InvalidSetting
 from bvae.models import BetaVAE, images_to_input
-from bvae.objectives import TERM_COLUMNS, MemberObjectives, capacity_for, objective_terms
+from bvae.objectives import KIND_TERMS, TERM_COLUMNS, MemberObjectives, capacity_for, objective_terms
 from bvae.progress import progress
 from bvae.runtime import Runtime
 from bvae.stacked import StackedWeights, rate_groups
@@ -80,11 +80,21 @@ class Member:
     train: TrainConfig
 
 
-def curve_row(step: int, means: list[float], capacity: float, steps_per_second: float) -> dict[str, float]:
-    """One row of ``curves.csv`` from a log window's means (``TERM_COLUMNS``, KL per latent)."""
-    figures = len(TERM_COLUMNS)
-    row = {"step": step, **dict(zip(TERM_COLUMNS, means[:figures], strict=True))}
+def curve_row(
+    step: int,
+    means: list[float],
+    capacity: float,
+    steps_per_second: float,
+    columns: tuple[str, ...] = TERM_COLUMNS,
+    kind: str = "beta",
+) -> dict[str, float]:
+    """One row of ``curves.csv`` from a log window's means (``columns``: the ensemble's, then
+    KL per latent): the common figures, then this member's own kind's terms only."""
+    figures = len(columns)
+    named = dict(zip(columns, means[:figures], strict=True))
+    row = {"step": step, **{name: named[name] for name in TERM_COLUMNS}}
     row.update(capacity=capacity, steps_per_second=steps_per_second)
+    row.update({name: named[name] for name in KIND_TERMS[kind]})
     row.update({f"kl_z{k}": value for k, value in enumerate(means[figures:])})
     return row
 
@@ -114,8 +124,18 @@ def describe_member(member: Member) -> str:
     objective = member.objective
     if objective.kind == "beta":
         settings = f"beta={objective.beta:g}"
-    else:
+    elif objective.kind == "capacity":
         settings = f"capacity gamma={objective.gamma:g} C_max={objective.capacity_max_nats:g}"
+    else:
+        shown = objective_settings(asdict(objective))
+        settings = (
+            objective.kind
+            + " "
+            + " ".join(
+                f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
+                for key, value in shown.items()
+            )
+        )
     return f"{settings}, seed={member.train.seed}, lr={member.train.learning_rate:g}"
 
 
@@ -186,7 +206,14 @@ class Trainer:
             torch.Generator(device=self.device).manual_seed(stream_seed(m.train.seed, self.world.rank))
             for m in self.members
         ]
-        self.objectives = MemberObjectives.of([m.objective for m in self.members], self.device)
+        try:
+            self.objectives = MemberObjectives.of(
+                [m.objective for m in self.members], self.device, self.local_batch, len(self.data)
+            )
+        except ValueError as error:  # a setting the objective cannot train with, e.g. MSS at batch 1
+            raise InvalidSetting(
+                f"{error}; raise train.batch_size or choose objective.tc_estimator: mws"
+            ) from None
         self.step = 0
         self.last_checkpoint_step = 0
         self.histories: list[list[dict[str, float]]] = [[] for _ in self.members]
@@ -255,6 +282,7 @@ class Trainer:
             logvar.float(),
             self.objectives,
             capacities,
+            noises,
         )
 
     def capacities(self) -> list[float]:
@@ -327,7 +355,7 @@ class Trainer:
         config = self.members[0].train
         for model in self.models:
             model.train()
-        columns = len(TERM_COLUMNS) + self.model_config.latent_dim
+        columns = len(self.objectives.columns) + self.model_config.latent_dim
         window = torch.zeros(self.size, columns, device=self.device)
         window_steps, window_start = 0, time.perf_counter()
         description = "train" if self.size == 1 else f"train ×{self.size}"
@@ -347,7 +375,14 @@ class Trainer:
                     capacities = self.capacities()
                     for k, values in enumerate(means):
                         self.histories[k].append(
-                            curve_row(self.step, values, capacities[k], window_steps / elapsed)
+                            curve_row(
+                                self.step,
+                                values,
+                                capacities[k],
+                                window_steps / elapsed,
+                                self.objectives.columns,
+                                self.members[k].objective.kind,
+                            )
                         )
                     bar.set_postfix(**self._postfix(window_steps / elapsed))
                     if on_log is not None:

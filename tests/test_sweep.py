@@ -1,4 +1,5 @@
-"""The sweep pipeline through the real CLI: a two-key grid (two members) as one ensemble, through DVC.
+"""The sweep pipeline through the real CLI: a study grid (two β-VAEs and a DIP-VAE-I, three
+members) as one ensemble, through DVC.
 
 One project (``swept``): ``bvae sweep-train`` is killed with SIGKILL after a checkpoint, then
 ``dvc exp run sweeps/dvc.yaml`` resumes it and runs every stage. The tests check what a user
@@ -22,10 +23,14 @@ from tests.helpers import commit_all, derived_project, kill_at_a_checkpoint, run
 
 pytestmark = pytest.mark.slow
 
-# Two keys, two members: what the tests prove holds for every member, and each member costs
-# ~25 s of evaluate, traverse and report on a 2-core CI machine.
-GRID = {"objective.beta": [1.0, 4.0], "train.seed": [1]}
-MEMBERS = ["beta1-seed1", "beta4-seed1"]
+# A list of grids (a study): two β-VAE members and one of another family, DIP-VAE-I. What the
+# tests prove holds for every member, and each member costs ~25 s of evaluate, traverse and
+# report on a 2-core CI machine.
+GRID = [
+    {"objective.beta": [1.0, 4.0], "train.seed": [1]},
+    {"objective.kind": ["dip_i"], "objective.lambda_od": [10.0], "train.seed": [1]},
+]
+MEMBERS = ["beta1-seed1", "beta4-seed1", "dip_i-od10-seed1"]
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +92,11 @@ def test_the_sweep_logs_a_parent_run_and_a_single_runs_contents_per_member(swept
     assert sorted(children) == MEMBERS
     for name, child in children.items():
         assert child.info.status == "FINISHED"
-        assert child.data.params["objective.beta"] == str(float(name[4]))
+        if name.startswith("beta"):
+            assert child.data.params["objective.beta"] == str(float(name[4]))
+        else:  # DIP-VAE-I logs its own terms
+            assert child.data.params["objective.kind"] == "dip_i"
+            assert {"curves/dip_off_diagonal", "curves/dip_diagonal"} <= set(child.data.metrics)
         assert {"curves/loss", "curves/kl", "summary/loss", "eval/heldout.kl_nats"} <= set(child.data.metrics)
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"evaluation", "model_file", "report", "training", "traversals"} <= artifacts
@@ -105,6 +114,7 @@ def test_the_sweep_logs_a_parent_run_and_a_single_runs_contents_per_member(swept
         "sweep/comparison.json",
         "sweep/comparison.md",
         "sweep/comparison.png",
+        "sweep/study.png",
     }
 
     # The best member went through the gate: it is the champion (the registry was empty).
@@ -125,6 +135,15 @@ def test_every_member_has_a_report_and_the_comparison_lists_them(swept):
         assert "<script" not in (folder / "report.html").read_text()
     comparison = json.loads((repo / "sweeps/comparison.json").read_text())
     assert sorted(comparison["members"]) == MEMBERS
+    # The study: each method at each strength, and the label-free ranking beside the supervised.
+    assert comparison["members"]["dip_i-od10-seed1"]["method"] == "dip_i"
+    assert comparison["members"]["dip_i-od10-seed1"]["strength"] == 10.0
+    assert all(0 <= figures["udr.lasso"] <= 1 for figures in comparison["members"].values())
+    assert set(comparison["udr_rank_correlation"]) == {"lasso", "spearman"}
+    markdown = (repo / "sweeps/comparison.md").read_text()
+    assert "## By method and strength" in markdown and "| dip_i | lambda_od | 10 | 1 |" in markdown
+    assert "## Label-free ranking (UDR, Duan et al. 2020)" in markdown
+    assert (repo / "sweeps/study.png").stat().st_size > 10_000
     shown = run(["dvc", "metrics", "show", "--json"], repo).stdout
     assert "beta4-seed1" in shown and "model.mean.mig.discrete_mig" in shown
 

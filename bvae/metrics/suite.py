@@ -22,8 +22,9 @@ from bvae.metrics.mig import discrete_mig
 from bvae.metrics.modularity import modularity_explicitness
 from bvae.metrics.sampling import Representation
 from bvae.metrics.sap import sap
+from bvae.metrics.unsupervised import unsupervised_scores
 
-METRICS = ("beta_vae", "factor_vae", "mig", "dci", "sap", "modularity")
+METRICS = ("beta_vae", "factor_vae", "mig", "dci", "sap", "modularity", "unsupervised")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class MetricSizes:
     num_bins: int = 20
     train: int = 10000  # DCI, SAP, modularity/explicitness
     test: int = 5000
+    unsupervised_train: int = 10000  # dlib's unsupervised_metrics.num_train
 
 
 def metric_sizes(name: str) -> MetricSizes:
@@ -46,9 +48,9 @@ def metric_sizes(name: str) -> MetricSizes:
     if name == "dlib":
         return MetricSizes()
     if name == "fast":
-        return MetricSizes(1000, 500, 1000, 500, 2000, 64, 1000, 20, 1000, 500)
+        return MetricSizes(1000, 500, 1000, 500, 2000, 64, 1000, 20, 1000, 500, 1000)
     if name == "smoke":  # batch metrics at a hundredth; 500 single points keep all 40 classes in
-        return MetricSizes(100, 50, 100, 50, 500, 64, 500, 20, 500, 500)
+        return MetricSizes(100, 50, 100, 50, 500, 64, 500, 20, 500, 500, 500)
     raise ValueError(f"sample sizes must be 'dlib', 'fast' or 'smoke', got {name!r}")
 
 
@@ -105,6 +107,9 @@ def _runners(sizes: MetricSizes, dci_estimator: str, seed: int) -> dict[str, Cal
         "sap": lambda gt, rep, rng: sap(gt, rep, rng, num_train=sizes.train, num_test=sizes.test),
         "modularity": lambda gt, rep, rng: modularity_explicitness(
             gt, rep, rng, num_train=sizes.train, num_test=sizes.test, seed=seed
+        ),
+        "unsupervised": lambda gt, rep, rng: unsupervised_scores(
+            gt, rep, rng, num_train=sizes.unsupervised_train, num_bins=sizes.num_bins
         ),
     }
 

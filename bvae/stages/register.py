@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 
 from bvae import tracking
-from bvae.config import Params, ParamsError, objective_settings
+from bvae.config import LABEL_FREE_SELECTIONS, Params, ParamsError, objective_settings
 from bvae.errors import MissingInput
 from bvae.fileio import file_digest, write_json
 from bvae.model_file import model_from_state, read_model_file, weights_digest
@@ -34,6 +34,12 @@ def _is_number(value: object) -> bool:
 
 
 def lookup(report: dict, dotted: str) -> float:
+    if dotted in LABEL_FREE_SELECTIONS:
+        raise ParamsError(
+            f"registry.selection_metric {dotted!r} ranks a sweep's members against each other (UDR); "
+            "a single model has none. Use it with the sweep pipeline (sweeps/dvc.yaml), or name a "
+            "figure of reports/metrics.json here."
+        )
     flat = {key: value for key, value in tracking.flatten(report).items() if _is_number(value)}
     if dotted not in flat:
         known = ", ".join(sorted(flat)[:12])
@@ -61,14 +67,18 @@ def model_tags(config: dict) -> dict[str, object]:
     }
 
 
-def run_register(params: Params, files: RunFiles = RunFiles()) -> registry.Registration:
+def run_register(
+    params: Params, files: RunFiles = RunFiles(), selection_value: float | None = None
+) -> registry.Registration:
+    """Register the model; ``selection_value``: the selection metric's value when the caller
+    computed it (a sweep's UDR), else it is read from the model's ``metrics.json``."""
     config = params.registry
     state = read_model_file(files.model)
     run = trained_run(files, state) or tracking.read_run_file(files.run_file)  # the latter: MissingInput
     if run.model_uri is None:
         raise MissingInput(f"{files.run_file} has no model_uri: the train stage did not finish; rerun it.")
     report = json.loads(files.metrics.read_text())
-    value = lookup(report, config.selection_metric)
+    value = lookup(report, config.selection_metric) if selection_value is None else selection_value
     model = model_from_state(state, files.model)
     flat_report = tracking.flatten(report)
     objective = state["config"]["objective"]

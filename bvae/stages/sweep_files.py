@@ -24,6 +24,7 @@ class SweepPaths:
     comparison_markdown: Path = Path("sweeps/comparison.md")
     comparison_csv: Path = Path("sweeps/comparison.csv")
     comparison_chart: Path = Path("sweeps/comparison.png")
+    study_chart: Path = Path("sweeps/study.png")  # each metric against each method's strength
     registered: Path = Path("sweeps/registered.json")
 
     def member(self, name: str, *, train: Path | None = None, members: Path | None = None) -> RunFiles:

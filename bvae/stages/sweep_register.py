@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 
-from bvae.config import Params
+from bvae.config import LABEL_FREE_SELECTIONS, Params
 from bvae.fileio import write_json
 from bvae.stages.register import run_register
 from bvae.stages.sweep_files import SweepPaths
@@ -23,8 +23,11 @@ def run_sweep_register(params: Params, paths: SweepPaths = SweepPaths()) -> dict
     comparison = json.loads(paths.comparison.read_text())
     candidates = params.registry.model_copy(update={"promote": False})
     registrations = {}
-    for name in comparison["members"]:
-        registration = run_register(params.model_copy(update={"registry": candidates}), paths.member(name))
+    for name, figures in comparison["members"].items():
+        computed = figures.get(selection) if selection in LABEL_FREE_SELECTIONS else None  # UDR
+        registration = run_register(
+            params.model_copy(update={"registry": candidates}), paths.member(name), computed
+        )
         registrations[name] = registration
     best = comparison["best"]
     versions = {name: registration.version for name, registration in registrations.items()}

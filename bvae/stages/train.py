@@ -37,6 +37,7 @@ from bvae.config import Params
 from bvae.data.shards import load_dataset
 from bvae.fileio import atomic_path, check_writable, write_json
 from bvae.model_file import save_model_file
+from bvae.objectives import KIND_TERMS
 from bvae.runtime import Runtime
 from bvae.stages.run_files import SHARDS, RunFiles
 from bvae.stages.sweep_files import PARENT_RUN_FILE, SWEEP_FILE, SweepPaths
@@ -319,6 +320,7 @@ class TrackedTraining:
             "reconstruction": last["reconstruction"],
             "kl": last["kl"],
             "capacity": last["capacity"],
+            **{term: last[term] for term in KIND_TERMS[trainer.members[k].objective.kind]},
             "active_latents": int(sum(kl > ACTIVE_KL_NATS for kl in kl_per_latent)),
             "kl_per_latent": kl_per_latent,
             "steps_per_second": float(np.median([row["steps_per_second"] for row in history])),

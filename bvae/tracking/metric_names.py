@@ -62,6 +62,10 @@ def run_name(objective, seed: int, architecture: str) -> str:
     ``ObjectiveConfig``)."""
     if objective.kind == "capacity":
         setting = f"capacity-g{objective.gamma:g}-c{objective.capacity_max_nats:g}"
+    elif objective.kind == "beta_tc":
+        setting = f"beta_tc-beta{objective.beta:g}"
+    elif objective.kind in ("dip_i", "dip_ii"):
+        setting = f"{objective.kind}-od{objective.lambda_od:g}-d{objective.dip_lambda_d():g}"
     else:
         setting = f"beta{objective.beta:g}"
     return f"{setting}-seed{seed}-{architecture}"
