@@ -106,6 +106,16 @@ OBJECTIVE_SETTINGS: dict[str, tuple[str, ...]] = {
 }
 
 
+# What each kind adds to its curves (bvae.objectives): the terms its regulariser is made of.
+KIND_TERMS: dict[str, tuple[str, ...]] = {
+    "beta": (),
+    "capacity": (),
+    "beta_tc": ("mutual_information", "total_correlation", "dimwise_kl"),
+    "dip_i": ("dip_off_diagonal", "dip_diagonal"),
+    "dip_ii": ("dip_off_diagonal", "dip_diagonal"),
+}
+
+
 def strength_setting(kind: str) -> str:
     """The setting a study varies for ``kind``, its regularisation strength: β for β-VAE and
     β-TCVAE, γ for the capacity objective, λ_od for DIP-VAE (the first of its settings)."""

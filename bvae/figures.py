@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from bvae import collapse
+from bvae.config import KIND_TERMS
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -143,6 +144,12 @@ def save_training_curves(path: str | os.PathLike, curves: dict[str, np.ndarray])
         axes[1].set_title("KL and capacity (nats)")
     else:
         axes[1].set_title("KL (nats)")
+    # The objective's own terms (β-TCVAE's split of the KL; DIP-VAE's covariance penalties).
+    terms = [key for key in dict.fromkeys(t for ts in KIND_TERMS.values() for t in ts) if key in curves]
+    for key in terms:
+        axes[1].plot(step, curves[key], label=key.replace("_", " "), linestyle=":")
+    if terms:
+        axes[1].set_title("KL and the objective's terms")
     for key in sorted((k for k in curves if k.startswith("kl_z")), key=lambda k: int(k[4:])):
         axes[2].plot(step, curves[key], label=key[3:])
     axes[2].set_title("KL per latent (nats)")

@@ -32,20 +32,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from bvae.config import ObjectiveConfig
+from bvae.config import KIND_TERMS, ObjectiveConfig
 
 # The columns of :func:`objective_terms`, in order; then the objective terms of the kinds in
 # the ensemble (:func:`term_columns`); KL per latent follows. One step's row of these is what a
 # log window averages and ``curves.csv`` holds.
 TERM_COLUMNS = ("loss", "reconstruction", "kl", "largest_mean_sd")
-# What each kind adds to its curves: the terms its regulariser is made of (unweighted).
-KIND_TERMS: dict[str, tuple[str, ...]] = {
-    "beta": (),
-    "capacity": (),
-    "beta_tc": ("mutual_information", "total_correlation", "dimwise_kl"),
-    "dip_i": ("dip_off_diagonal", "dip_diagonal"),
-    "dip_ii": ("dip_off_diagonal", "dip_diagonal"),
-}
 LOG_2PI = math.log(2 * math.pi)
 
 

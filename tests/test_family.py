@@ -229,3 +229,12 @@ def test_the_stratified_estimate_needs_two_images_a_batch(images):
     member = Member(member.objective, member.train.__class__(**{**member.train.__dict__, "batch_size": 1}))
     with pytest.raises(InvalidSetting, match="needs 2 or more images a batch; raise train.batch_size"):
         Trainer(MODEL, [member], images)
+
+
+def test_every_kind_has_its_settings_and_terms_in_one_place():
+    import typing
+
+    from bvae.config import KIND_TERMS, OBJECTIVE_SETTINGS
+
+    kinds = set(typing.get_args(typing.get_type_hints(ObjectiveConfig)["kind"]))
+    assert kinds == set(KIND_TERMS) == set(OBJECTIVE_SETTINGS)
