@@ -142,7 +142,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         name = args.name or _params(args).registry.model_name
         print(versions_table(name, markdown=args.md))
     else:
-        print(experiments_table(num=args.num, markdown=args.md))
+        print(experiments_table(num=args.num, markdown=args.md, sweep=args.sweep))
     return 0
 
 
@@ -320,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--registry", action="store_true", help="the registered versions, not the experiments"
     )
+    compare.add_argument("--sweep", action="store_true", help="each experiment's sweep members, one row each")
     compare.add_argument("--name", help="the registered model (default: registry.model_name in params.yaml)")
     compare.add_argument("-n", "--num", type=int, default=1, help="experiments of this many commits back")
     compare.add_argument("--md", action="store_true", help="a Markdown table")

@@ -31,6 +31,11 @@ SCORES = {label: name for name, label in HEADLINE_LABELS.items()}
 TRAINED = ("objective", "settings", "seed", "steps")
 EXPERIMENT_COLUMNS = (*TRAINED, "rec nats", "KL nats", "active", *SCORES, "collapsed")
 VERSION_COLUMNS = (*TRAINED, *SCORES, "collapsed")  # the registry's tags hold no held-out figures
+# A sweep member's figures in sweeps/comparison.json (no collapse flag; its UDR instead).
+MEMBER_COLUMNS = ("method", "strength", "seed", "rec nats", "KL nats", "active", *SCORES, "UDR")
+SWEEP_NOTE = (
+    "sweep experiments: `bvae compare --sweep` shows their members (the rows above are the main pipeline's)"
+)
 
 
 def settings_label(kind: object, settings: Mapping[str, object]) -> str:
@@ -52,6 +57,12 @@ def _as_number(value: object) -> object:
     return value
 
 
+def _shown(row: Mapping[str, object]) -> dict[str, object]:
+    """A ``dvc.api.exp_show`` row with its missing figures as ``None``: DVC gives every row
+    every column any row has, and writes ``"None"`` where this one has no value."""
+    return {key: None if value == "None" else value for key, value in row.items()}
+
+
 def _count(value: object) -> object:
     """DVC reads every number of params.yaml and the metrics as a float: 2000.0 back to 2000."""
     return int(value) if isinstance(value, float) and value.is_integer() else value
@@ -66,7 +77,7 @@ def _flag(value: object) -> str | None:
 def experiment_rows(rows: Iterable[Mapping[str, object]]) -> list[list[object]]:
     """A row per ``dvc.api.exp_show`` row: its name, then :data:`EXPERIMENT_COLUMNS`."""
     table = []
-    for row in rows:
+    for row in map(_shown, rows):
         kind = row.get("objective.kind")
         settings = {key: row.get(f"objective.{key}") for keys in OBJECTIVE_SETTINGS.values() for key in keys}
         table.append(
@@ -83,6 +94,37 @@ def experiment_rows(rows: Iterable[Mapping[str, object]]) -> list[list[object]]:
                 _flag(row.get("collapsed")),
             ]
         )
+    return table
+
+
+def member_rows(rows: Iterable[Mapping[str, object]]) -> list[list[object]]:
+    """A row per sweep member of each ``dvc.api.exp_show`` row (its ``sweeps/comparison.json``,
+    flattened by DVC as ``members.<member>.<figure>``): ``experiment/member``, then
+    :data:`MEMBER_COLUMNS`."""
+    table = []
+    for row in map(_shown, rows):
+        members: dict[str, dict[str, object]] = {}
+        for key, value in row.items():
+            if key.startswith("members."):
+                name, _, figure = key.removeprefix("members.").partition(".")
+                members.setdefault(name, {})[figure] = value
+        experiment = row.get("Experiment") or row.get("rev")
+        for name, figures in members.items():
+            if all(value is None for value in figures.values()):
+                continue  # a member of another experiment's sweep
+            table.append(
+                [
+                    f"{experiment}/{name}",
+                    figures.get("method"),
+                    figures.get("strength"),
+                    _count(figures.get("train.seed")),
+                    figures.get("heldout.reconstruction_nats"),
+                    figures.get("heldout.kl_nats"),
+                    _count(figures.get("train.active_latents")),
+                    *(figures.get(HEADLINE[score]) for score in SCORES.values()),
+                    figures.get("udr.lasso"),
+                ]
+            )
     return table
 
 
@@ -110,12 +152,17 @@ def render(header: list[str], rows: list[list[object]], markdown: bool = False) 
     return markdown_table(header, rows) if markdown else text_table(header, rows)
 
 
-def experiments_table(num: int = 1, markdown: bool = False) -> str:
-    """The workspace, its commit (and ``num - 1`` before it) and their DVC experiments."""
+def experiments_table(num: int = 1, markdown: bool = False, sweep: bool = False) -> str:
+    """The workspace, its commit (and ``num - 1`` before it) and their DVC experiments; with
+    ``sweep``, the sweep members each of them holds."""
     import dvc.api
 
-    rows = experiment_rows(dvc.api.exp_show(num=num))
-    return render(["experiment", *EXPERIMENT_COLUMNS], rows, markdown)
+    shown = dvc.api.exp_show(num=num)
+    if sweep:
+        return render(["experiment/member", *MEMBER_COLUMNS], member_rows(shown), markdown)
+    table = render(["experiment", *EXPERIMENT_COLUMNS], experiment_rows(shown), markdown)
+    has_members = any(key.startswith("members.") for row in shown for key in row)
+    return f"{table}\n\n{SWEEP_NOTE}" if has_members else table
 
 
 def versions_table(name: str, markdown: bool = False) -> str:

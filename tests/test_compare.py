@@ -44,3 +44,21 @@ def test_the_text_table_aligns_numbers_right_and_text_left():
         f"longer      {MISSING}",
         "b       12.25",
     ]
+
+
+def test_sweep_members_come_from_each_experiments_comparison():
+    """DVC gives every row every column any row has, "None" where it has no value: a member of
+    another experiment's sweep is left out, and a missing figure is –."""
+    from bvae.compare import MEMBER_COLUMNS, member_rows
+
+    first = {"Experiment": "study", "members.dip_i-od10.method": "dip_i", "members.dip_i-od10.strength": 10.0}
+    first |= {
+        "members.dip_i-od10.udr.lasso": 0.5,
+        "members.beta4.method": "None",
+        "members.beta4.strength": "None",
+    }
+    second = {"rev": "main", "members.dip_i-od10.method": "None", "members.beta4.method": "beta"}
+    rows = member_rows([first, second])
+    assert [row[0] for row in rows] == ["study/dip_i-od10", "main/beta4"]
+    assert len(rows[0]) == 1 + len(MEMBER_COLUMNS) and rows[0][1:3] == ["dip_i", 10.0] and rows[0][-1] == 0.5
+    assert rows[1][1] == "beta" and rows[1][2] is None
