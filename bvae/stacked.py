@@ -35,9 +35,8 @@ class StackedWeights:
     def __init__(self, models: Sequence[nn.Module], rates: Sequence[float]):
         self.names = [name for name, _ in models[0].named_parameters()]
         # Member indices per group, in member order: the per-member Adam's parameter order.
-        grouped = rate_groups(rates)
-        self.rates = [rate for rate, _ in grouped]
-        self.groups = [members for _, members in grouped]
+        self.rates = [rate for rate, _ in rate_groups(rates)]
+        self.groups = [members for _, members in rate_groups(rates)]
         self.leaves = [
             {
                 name: torch.stack(
