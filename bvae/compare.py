@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from bvae.config import OBJECTIVE_SETTINGS
+from bvae.config import OBJECTIVE_SETTINGS, dlib_lambda_d
 from bvae.report_keys import HEADLINE, HEADLINE_LABELS
 from bvae.tables import markdown_table, number, text_table
 
@@ -43,7 +43,7 @@ def settings_label(kind: object, settings: Mapping[str, object]) -> str:
     keys = OBJECTIVE_SETTINGS.get(str(kind), ())
     values = {key: _as_number(settings.get(key)) for key in keys}
     if values.get("lambda_d") is None and isinstance(values.get("lambda_od"), int | float):
-        values["lambda_d"] = (10 if kind == "dip_i" else 1) * values["lambda_od"]  # dlib's default
+        values["lambda_d"] = dlib_lambda_d(str(kind), values["lambda_od"])
     return ", ".join(f"{SYMBOLS[key]} {number(values[key])}" for key in keys)
 
 

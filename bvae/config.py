@@ -90,9 +90,12 @@ class ObjectiveConfig:
 
     def dip_lambda_d(self) -> float:
         """λ_d as trained: the setting, or disentanglement_lib's default for the DIP kind."""
-        if self.lambda_d is not None:
-            return self.lambda_d
-        return (10.0 if self.kind == "dip_i" else 1.0) * self.lambda_od
+        return self.lambda_d if self.lambda_d is not None else dlib_lambda_d(self.kind, self.lambda_od)
+
+
+def dlib_lambda_d(kind: str, lambda_od: float) -> float:
+    """disentanglement_lib's λ_d: 10·λ_od for DIP-VAE-I, λ_od for DIP-VAE-II."""
+    return (10.0 if kind == "dip_i" else 1.0) * lambda_od
 
 
 # The settings each objective kind reads (the rest of ObjectiveConfig it ignores): what a
@@ -127,10 +130,7 @@ def objective_settings(objective: dict) -> dict[str, object]:
     λ_d left to its default is given as trained."""
     settings = {key: objective[key] for key in OBJECTIVE_SETTINGS[objective["kind"]] if key in objective}
     if "lambda_d" in settings and settings["lambda_d"] is None:
-        fields = {
-            key: value for key, value in objective.items() if key in ObjectiveConfig.__dataclass_fields__
-        }
-        settings["lambda_d"] = ObjectiveConfig(**fields).dip_lambda_d()
+        settings["lambda_d"] = dlib_lambda_d(objective["kind"], objective["lambda_od"])
     return settings
 
 

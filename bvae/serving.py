@@ -48,10 +48,10 @@ def json_depth(body: bytes) -> int:
     depth, deepest = 0, 0
     for start in range(0, len(raw), SCAN_CHUNK):
         chunk = raw[start : start + SCAN_CHUNK]
-        step = np.zeros(len(chunk), dtype=np.int64)
+        step = np.zeros(len(chunk), dtype=np.int8)
         step[(chunk == ord("[")) | (chunk == ord("{"))] = 1
         step[(chunk == ord("]")) | (chunk == ord("}"))] = -1
-        levels = depth + np.cumsum(step)
+        levels = depth + np.cumsum(step, dtype=np.int64)
         if len(levels):
             deepest = max(deepest, int(levels.max()))
             depth = int(levels[-1])
@@ -118,7 +118,8 @@ class RequestGuard:
                 return await _refuse(send, 413, too_large(size, self.images))
             if not message.get("more_body"):
                 break
-        problem = request_problem(bytes(body), self.images)
+        data = bytes(body)
+        problem = request_problem(data, self.images)
         if problem:
             return await _refuse(send, *problem)
         delivered = False
@@ -128,7 +129,7 @@ class RequestGuard:
             if delivered:
                 return await receive()
             delivered = True
-            return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return {"type": "http.request", "body": data, "more_body": False}
 
         return await self.app(scope, replay, send)
 

@@ -35,8 +35,9 @@ class StackedWeights:
     def __init__(self, models: Sequence[nn.Module], rates: Sequence[float]):
         self.names = [name for name, _ in models[0].named_parameters()]
         # Member indices per group, in member order: the per-member Adam's parameter order.
-        self.rates = [rate for rate, _ in rate_groups(rates)]
-        self.groups = [members for _, members in rate_groups(rates)]
+        grouped = rate_groups(rates)
+        self.rates = [rate for rate, _ in grouped]
+        self.groups = [members for _, members in grouped]
         self.leaves = [
             {
                 name: torch.stack(

@@ -118,17 +118,16 @@ def comparison_rows(
     ]
 
 
+def finite_number(value: object) -> bool:
+    """A figure that can be ranked: a finite int or float (not a bool, None or NaN)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def best_member(rows: Sequence[Mapping[str, Any]], selection_metric: str) -> Mapping[str, Any] | None:
     """The one best-member rule, for the sweep pipeline and the Prefect sweep alike: the row
     with the highest finite ``selection_metric`` (the registry's gate is "higher"); ``None``
     when no row has one (every point failed, or scored NaN). Ties go to the first row."""
-    scored = [
-        row
-        for row in rows
-        if isinstance(row.get(selection_metric), int | float)
-        and not isinstance(row.get(selection_metric), bool)
-        and math.isfinite(row[selection_metric])
-    ]
+    scored = [row for row in rows if finite_number(row.get(selection_metric))]
     return max(scored, key=lambda row: row[selection_metric], default=None)
 
 
@@ -146,13 +145,7 @@ def study_rows(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list[d
     ):
         entry: dict[str, Any] = {"method": method, "strength": strength, "seeds": len(members)}
         for key in keys:
-            values = [
-                float(r[key])
-                for r in members
-                if isinstance(r.get(key), int | float)
-                and not isinstance(r.get(key), bool)
-                and math.isfinite(r[key])
-            ]
+            values = [float(r[key]) for r in members if finite_number(r.get(key))]
             entry[key] = (statistics.median(values), min(values), max(values)) if values else None
         table.append(entry)
     return table

@@ -127,14 +127,9 @@ def describe_member(member: Member) -> str:
     elif objective.kind == "capacity":
         settings = f"capacity gamma={objective.gamma:g} C_max={objective.capacity_max_nats:g}"
     else:
-        shown = objective_settings(asdict(objective))
-        settings = (
-            objective.kind
-            + " "
-            + " ".join(
-                f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
-                for key, value in shown.items()
-            )
+        shown = objective_settings(asdict(objective)).items()
+        settings = objective.kind + "".join(
+            f" {key}={value:g}" if isinstance(value, float) else f" {key}={value}" for key, value in shown
         )
     return f"{settings}, seed={member.train.seed}, lr={member.train.learning_rate:g}"
 

@@ -25,10 +25,11 @@ from bvae.fileio import atomic_path, write_json
 from bvae.metrics.udr import METHODS as UDR_METHODS
 from bvae.metrics.udr import udr
 from bvae.model_file import load_model
+from bvae.objectives import kl_per_latent
 from bvae.report_keys import HEADLINE, HEADLINE_LABELS
 from bvae.representations import torch_encoder
 from bvae.stages.sweep_files import PARENT_RUN_FILE, SweepPaths, read_sweep
-from bvae.sweep import best_member, comparison_rows, grid_keys, study_rows, sweep_members
+from bvae.sweep import best_member, comparison_rows, finite_number, grid_keys, study_rows, sweep_members
 from bvae.tables import MISSING, markdown_table, number
 from bvae.tracking import metric_names
 
@@ -77,9 +78,9 @@ def member_udr(paths: SweepPaths, names: list[str], seed: int) -> dict[str, dict
     codes, kls = [], []
     for name in names:
         mean, logvar = torch_encoder(load_model(paths.member(name).model), torch.device("cpu"))(images)
-        mean, logvar = mean.astype(np.float64), logvar.astype(np.float64)
-        kls.append((0.5 * (mean**2 + np.exp(logvar) - logvar - 1)).mean(axis=0))
-        codes.append(mean)
+        mean, logvar = torch.from_numpy(mean).double(), torch.from_numpy(logvar).double()
+        kls.append(kl_per_latent(mean, logvar).numpy())
+        codes.append(mean.numpy())
     scores = {name: {} for name in names}
     for method, key in zip(UDR_METHODS, UDR_KEYS, strict=True):
         for name, value in zip(names, udr(codes, kls, method)[0], strict=True):
@@ -93,7 +94,7 @@ def rank_agreement(rows: list[dict], first: str, second: str) -> float | None:
     pairs = [
         (row[first], row[second])
         for row in rows
-        if all(isinstance(row.get(key), int | float) and math.isfinite(row[key]) for key in (first, second))
+        if finite_number(row.get(first)) and finite_number(row.get(second))
     ]
     if len(pairs) < 3 or len({a for a, _ in pairs}) < 2 or len({b for _, b in pairs}) < 2:
         return None
