@@ -74,11 +74,11 @@ class ModelConfig:
 @dataclass(frozen=True, config=_STRICT)
 class ObjectiveConfig:
     """The loss (bvae.objectives): β-VAE (Higgins et al. 2017), capacity (Burgess et al. 2018),
-    β-TCVAE (Chen et al. 2018), DIP-VAE-I / II (Kumar et al. 2018)."""
+    β-TCVAE (Chen et al. 2018), DIP-VAE-I / II (Kumar et al. 2018), FactorVAE (Kim & Mnih 2018)."""
 
-    kind: Literal["beta", "capacity", "beta_tc", "dip_i", "dip_ii"] = "beta"
+    kind: Literal["beta", "capacity", "beta_tc", "dip_i", "dip_ii", "factor"] = "beta"
     beta: float = Field(4.0, ge=0)  # beta: on the KL; beta_tc: on the total correlation
-    gamma: float = Field(1000.0, ge=0)
+    gamma: float = Field(1000.0, ge=0)  # capacity: on |KL − C|; factor: on the discriminator's TC
     capacity_max_nats: float = Field(25.0, ge=0)
     capacity_steps: int = Field(100_000, ge=1)
     gaussian_std: float = Field(0.1, gt=0)  # fixed decoder std of the Gaussian likelihood (pixels in [0, 1])
@@ -87,6 +87,11 @@ class ObjectiveConfig:
     lambda_d: float | None = Field(
         None, ge=0
     )  # DIP: of the diagonal's; None: dlib's (10·λ_od for I, λ_od for II)
+    # FactorVAE's discriminator (bvae.models.Discriminator): disentanglement_lib's is 6 × 1000
+    # units, trained by its own Adam at 1e-4 with β1 0.5, β2 0.9.
+    discriminator_learning_rate: float = Field(1e-4, gt=0, lt=1)
+    discriminator_units: int = Field(1000, ge=1, le=65536)
+    discriminator_layers: int = Field(6, ge=1, le=64)
 
     def dip_lambda_d(self) -> float:
         """λ_d as trained: the setting, or disentanglement_lib's default for the DIP kind."""
@@ -106,6 +111,7 @@ OBJECTIVE_SETTINGS: dict[str, tuple[str, ...]] = {
     "beta_tc": ("beta", "tc_estimator"),
     "dip_i": ("lambda_od", "lambda_d"),
     "dip_ii": ("lambda_od", "lambda_d"),
+    "factor": ("gamma", "discriminator_learning_rate"),
 }
 
 
@@ -116,12 +122,14 @@ KIND_TERMS: dict[str, tuple[str, ...]] = {
     "beta_tc": ("mutual_information", "total_correlation", "dimwise_kl"),
     "dip_i": ("dip_off_diagonal", "dip_diagonal"),
     "dip_ii": ("dip_off_diagonal", "dip_diagonal"),
+    "factor": ("discriminator_tc", "discriminator_loss", "discriminator_accuracy"),
 }
 
 
 def strength_setting(kind: str) -> str:
     """The setting a study varies for ``kind``, its regularisation strength: β for β-VAE and
-    β-TCVAE, γ for the capacity objective, λ_od for DIP-VAE (the first of its settings)."""
+    β-TCVAE, γ for the capacity objective and FactorVAE, λ_od for DIP-VAE (the first of its
+    settings)."""
     return OBJECTIVE_SETTINGS[kind][0]
 
 
@@ -281,6 +289,7 @@ MEMBER_KEYS = (
     "objective.tc_estimator",
     "objective.lambda_od",
     "objective.lambda_d",
+    "objective.discriminator_learning_rate",
     "train.learning_rate",
     "train.seed",
 )

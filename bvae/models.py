@@ -7,6 +7,9 @@
 - ``mlp``: Higgins et al. 2017, "β-VAE: Learning Basic Visual Concepts with a Constrained
   Variational Framework" (ICLR), Appendix A (dSprites): encoder FC 1200-1200 (ReLU), decoder
   FC 1200-1200-1200 (tanh).
+- :class:`Discriminator`: FactorVAE's (Kim & Mnih 2018, "Disentangling by Factorising",
+  Appendix A): an MLP on a code, 6 layers of 1,000 units with leaky ReLU, 2 logits (a code of
+  q(z), or of the product of its marginals).
 
 Initial weights (``model.init``, :func:`initialise`) are part of the method: with PyTorch's
 default layer init the capacity recipe's encoder dies in its first steps (RESULTS.md).
@@ -165,6 +168,27 @@ class BetaVAE(nn.Module):
         mean, logvar = self.encode(images)
         latents = mean if noise is None else mean + torch.exp(0.5 * logvar) * noise
         return mean, logvar, self.decode(latents)
+
+
+class Discriminator(nn.Module):
+    """FactorVAE's discriminator: ``(n, latent_dim)`` codes → ``(n, 2)`` logits, column 0 "drawn
+    from q(z)", column 1 "drawn from the product of its marginals" (dimension-wise shuffled).
+
+    Leaky ReLU with slope 0.2 and Glorot-uniform weights with zero biases: TF's defaults, so
+    disentanglement_lib's ``fc_discriminator``, whatever ``model.init`` says (that setting is
+    the VAE's)."""
+
+    def __init__(self, latent_dim: int, units: int = 1000, layers: int = 6):
+        super().__init__()
+        widths = [latent_dim] + [units] * layers
+        hidden = []
+        for fan_in, fan_out in zip(widths, widths[1:], strict=False):
+            hidden += [nn.Linear(fan_in, fan_out), nn.LeakyReLU(0.2)]
+        self.network = nn.Sequential(*hidden, nn.Linear(widths[-1], 2))
+        initialise(self, "glorot")
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.network(codes)
 
 
 def images_to_input(images: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,13 @@
   λ_d·Σ_i (C_ii − 1)², with C the batch covariance of the posterior means (I), or that plus
   the mean posterior variance (II, the covariance of the aggregate posterior). The covariance
   is the biased batch estimate, as in disentanglement_lib.
+- ``factor`` (Kim & Mnih 2018, "Disentangling by Factorising", eq. 2 and Algorithm 2): recon +
+  KL + γ·TC, the total correlation estimated by a discriminator D as the mean of its logit
+  difference log D(z) / (1 − D(z)) on the sampled codes (the density-ratio trick). D learns
+  to tell codes of q(z) from codes shuffled dimension by dimension across the batch (samples of
+  the product of the marginals), by its own Adam. As in disentanglement_lib the shuffled codes
+  are the same batch's (the paper draws a second batch), and D and the VAE are updated from the
+  same step's gradients: D's loss does not reach the encoder, the VAE's does not reach D.
 
 Scale: the reconstruction is the negative log-likelihood *summed over the 4,096 pixels* and
 *averaged over the batch*, and the KL is summed over latents and averaged over the batch. This
@@ -39,6 +46,9 @@ from bvae.config import KIND_TERMS, ObjectiveConfig
 # log window averages and ``curves.csv`` holds.
 TERM_COLUMNS = ("loss", "reconstruction", "kl", "largest_mean_sd")
 LOG_2PI = math.log(2 * math.pi)
+# Terms a step minimises beside the loss column, each by parameters of its own (FactorVAE's
+# discriminator): :func:`trained_loss`.
+TRAINED_TERMS = ("discriminator_loss",)
 
 
 def term_columns(kinds) -> tuple[str, ...]:
@@ -162,6 +172,29 @@ def dip_penalties(covariance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return off_diagonal, (diagonal - 1).pow(2).sum(dim=-1)
 
 
+def shuffle_codes(codes: torch.Tensor, permutations: torch.Tensor) -> torch.Tensor:
+    """Codes ``(..., B, D)`` with each dimension permuted across the batch on its own:
+    ``permutations`` ``(..., B, D)``, each column a permutation of 0..B−1. The result is a
+    sample of the product of the batch's marginals (FactorVAE's Algorithm 1)."""
+    return torch.gather(codes, -2, permutations)
+
+
+def factor_terms(
+    tc_logits: torch.Tensor, real_logits: torch.Tensor, shuffled_logits: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """FactorVAE's figures from the discriminator's ``(..., B, 2)`` logits, each averaged over
+    the batch: (the TC estimate E[logit₀ − logit₁] on ``tc_logits``, the discriminator's
+    cross-entropy ½·(−E log D₀(real) − E log D₁(shuffled)), its accuracy on the two halves).
+    ``tc_logits`` are of the codes through a D whose weights the VAE's loss does not train;
+    ``real_logits`` and ``shuffled_logits`` of detached codes through the D it trains."""
+    tc = (tc_logits[..., 0] - tc_logits[..., 1]).mean(dim=-1)
+    real, shuffled = F.log_softmax(real_logits, dim=-1), F.log_softmax(shuffled_logits, dim=-1)
+    loss = -0.5 * (real[..., 0].mean(dim=-1) + shuffled[..., 1].mean(dim=-1))
+    right = (real_logits[..., 0] >= real_logits[..., 1]).float().mean(dim=-1)
+    right_shuffled = (shuffled_logits[..., 1] > shuffled_logits[..., 0]).float().mean(dim=-1)
+    return tc, loss, 0.5 * (right + right_shuffled)
+
+
 def capacity_at(step: int, capacity_max_nats: float, capacity_steps: int) -> float:
     """Burgess et al.'s linearly increasing capacity C (nats) at a training step."""
     return capacity_max_nats * min(step, capacity_steps) / capacity_steps
@@ -193,6 +226,7 @@ class MemberObjectives:
     is_dip_ii: torch.Tensor | None = None  # (K,)
     lambda_od: torch.Tensor | None = None  # (K,)
     lambda_d: torch.Tensor | None = None  # (K,), resolved (ObjectiveConfig.dip_lambda_d)
+    is_factor: torch.Tensor | None = None  # (K,), only with a FactorVAE member
 
     @classmethod
     def of(
@@ -222,6 +256,8 @@ class MemberObjectives:
             extra["is_dip_ii"] = column([float(kind == "dip_ii") for kind in kinds])
             extra["lambda_od"] = column([o.lambda_od for o in objectives])
             extra["lambda_d"] = column([o.dip_lambda_d() for o in objectives])
+        if "factor" in kinds:
+            extra["is_factor"] = column([float(kind == "factor") for kind in kinds])
         return cls(
             is_capacity=column([float(kind == "capacity") for kind in kinds]),
             beta=column([o.beta for o in objectives]),
@@ -241,6 +277,7 @@ def objective_terms(
     objectives: MemberObjectives,
     capacities: torch.Tensor,
     noises: torch.Tensor | None = None,
+    discriminator_logits: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """The objective of K members at once (leading dim K; a single run is K = 1), as one
     tensor ``(K, len(objectives.columns) + latent_dim)``: ``objectives.columns``
@@ -248,7 +285,10 @@ def objective_terms(
 
     ``images`` are float ``(K, n, 1, 64, 64)`` in [0, 1]; ``capacities`` ``(K,)`` each
     member's C (see :func:`capacity_at`), ignored for the other objectives; ``noises``
-    ``(K, n, latent_dim)``, the ε of the sampled codes z = μ + σ·ε (β-TCVAE needs them).
+    ``(K, n, latent_dim)``, the ε of the sampled codes z = μ + σ·ε (β-TCVAE needs them);
+    ``discriminator_logits``: FactorVAE's three ``(K, n, 2)`` logits (:func:`factor_terms`;
+    any values for the members of other kinds). The ``discriminator_loss`` column keeps its
+    gradient: :func:`trained_loss` adds it to what a step minimises.
     """
     reconstruction = reconstruction_nll(likelihood, logits, images, objectives.gaussian_std)
     per_latent = kl_per_latent(mean, logvar)  # (K, latent_dim)
@@ -269,7 +309,34 @@ def objective_terms(
         terms.update(dip_off_diagonal=off_diagonal, dip_diagonal=diagonal)
         dip = kl + objectives.lambda_od * off_diagonal + objectives.lambda_d * diagonal
         penalty = torch.where(objectives.is_dip > 0, dip, penalty)
+    if objectives.is_factor is not None:
+        if discriminator_logits is None:
+            raise ValueError("a factor objective needs its discriminator's logits")
+        tc, discriminator_loss, accuracy = factor_terms(*discriminator_logits)
+        is_factor = objectives.is_factor > 0
+        terms.update(
+            discriminator_tc=tc,
+            discriminator_loss=torch.where(
+                is_factor, discriminator_loss, torch.zeros_like(discriminator_loss)
+            ),
+            discriminator_accuracy=accuracy,
+        )
+        penalty = torch.where(is_factor, kl + objectives.gamma * tc, penalty)
     loss = reconstruction + penalty
     spread = largest_mean_sd(mean.detach())
-    extra = [terms[name].detach() for name in objectives.columns[len(TERM_COLUMNS) :]]
+    extra = [
+        terms[name] if name in TRAINED_TERMS else terms[name].detach()
+        for name in objectives.columns[len(TERM_COLUMNS) :]
+    ]
     return torch.cat([torch.stack([loss, reconstruction, kl, spread, *extra], dim=1), per_latent], dim=1)
+
+
+def trained_loss(terms: torch.Tensor, columns: tuple[str, ...]) -> torch.Tensor:
+    """What one step of every member minimises: the sum of their ``loss`` column, plus the
+    :data:`TRAINED_TERMS` among ``columns`` (the discriminator's loss reaches only its own
+    weights, so one backward gives each network its own gradient)."""
+    total = terms[:, 0].sum()
+    for name in TRAINED_TERMS:
+        if name in columns:
+            total = total + terms[:, columns.index(name)].sum()
+    return total

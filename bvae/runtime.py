@@ -9,6 +9,7 @@ not after a 2.8 GiB load.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -59,15 +60,25 @@ def decide(
     members: int = 1,
     mechanism: str = "auto",
     world: World | None = None,
+    kinds: Sequence[str] = (),
 ) -> Runtime:
     """The runtime for ``members`` models trained with ``train`` (every member shares these
-    keys: :data:`bvae.training.SHARED_TRAIN_KEYS`)."""
+    keys: :data:`bvae.training.SHARED_TRAIN_KEYS`) of the objective ``kinds``."""
     world = world or World()
     device = select_device(train.device, "train.device")
     if device.type == "cuda" and world.distributed:
         device = torch.device("cuda", world.local_rank)  # one GPU per local rank
-    chosen = _mechanism(mechanism, members, device, world, train.nproc)
-    graphs = graphs_wanted(train, device, world.distributed)
+    discriminated = DISCRIMINATED in kinds
+    if discriminated:
+        check_discriminated(train, mechanism, world)
+    chosen = _mechanism(
+        "loop" if discriminated and mechanism == "auto" and members > 1 else mechanism,
+        members,
+        device,
+        world,
+        train.nproc,
+    )
+    graphs = not discriminated and graphs_wanted(train, device, world.distributed)
     cuda = device.type == "cuda"
     return Runtime(
         device=device,
@@ -103,6 +114,31 @@ def _mechanism(mechanism: str, members: int, device: torch.device, world: World,
     if world.distributed and mechanism != "single":
         raise InvalidSetting(f"mechanism {mechanism} does not run under DDP (train.nproc > 1): use auto")
     return mechanism
+
+
+# The kind that trains a second network beside the VAE (FactorVAE's discriminator): its
+# members run as modules (single or loop), eagerly, in one process.
+DISCRIMINATED = "factor"
+
+
+def check_discriminated(train: TrainConfig, mechanism: str, world: World) -> None:
+    """FactorVAE trains a discriminator per member, module by module: the stacked mechanisms,
+    CUDA graphs and DDP are not built for it (``auto`` picks what works); one line each."""
+    if mechanism in STACKED:
+        raise InvalidSetting(
+            f"sweep.mechanism {mechanism} stacks the VAEs' weights but not FactorVAE's "
+            "discriminators: use loop (or auto) for a grid with objective.kind factor"
+        )
+    if train.cuda_graphs == "on":
+        raise InvalidSetting(
+            "train.cuda_graphs is on but objective.kind factor trains eagerly (its discriminator "
+            "is not captured in bvae's graph): set train.cuda_graphs to auto or off"
+        )
+    if max(world.size, train.nproc) > 1:
+        raise InvalidSetting(
+            "objective.kind factor trains in one process (DDP would not average its "
+            "discriminator's gradients): set train.nproc to 1"
+        )
 
 
 def graphs_wanted(train: TrainConfig, device: torch.device, distributed: bool) -> bool:

@@ -13,6 +13,13 @@ single run with its params trains:
 - its own Adam update with its learning rate (one ``torch.optim.Adam``, a parameter group per
   rate: Adam is elementwise).
 
+A FactorVAE member also has its discriminator (:class:`bvae.models.Discriminator`), built
+after its VAE from the same seed and trained by its own Adam (disentanglement_lib's: its
+rate, β1 0.5, β2 0.9), which is a parameter group of the same optimizer: Adam is elementwise,
+so a group with its own rate and betas is a second Adam, in one checkpoint layout. Its batch
+shuffle is drawn from the member's stream after the noise. Such members run as modules
+(``single``, ``loop``), eagerly, in one process (:func:`bvae.runtime.check_discriminated`).
+
 How a step runs the members is the runtime's mechanism (:mod:`bvae.runtime`): ``single`` and
 ``loop`` call each member's module (a single run's kernels: members are bit-identical to
 their single runs); the stacked mechanisms stack the weights and run every member's layer as
@@ -31,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -45,11 +53,25 @@ from bvae import runtime as runtimes
 from bvae.config import ModelConfig, ObjectiveConfig, TrainConfig, objective_settings
 from bvae.cuda_graph import GraphedStep
 from bvae.errors import BadInput, InvalidSetting
-from bvae.models import BetaVAE, images_to_input
-from bvae.objectives import KIND_TERMS, TERM_COLUMNS, MemberObjectives, capacity_for, objective_terms
+from bvae.models import BetaVAE, Discriminator, images_to_input
+from bvae.objectives import (
+    KIND_TERMS,
+    TERM_COLUMNS,
+    MemberObjectives,
+    capacity_for,
+    objective_terms,
+    shuffle_codes,
+    trained_loss,
+)
 from bvae.progress import progress
 from bvae.runtime import Runtime
 from bvae.stacked import StackedWeights, rate_groups
+
+log = logging.getLogger(__name__)
+
+# disentanglement_lib's study trained FactorVAE with γ from 10 to 100; params.yaml's γ of 1000
+# is the capacity objective's.
+FACTOR_GAMMA_RANGE = (10.0, 100.0)
 
 # What every member of one trainer must share: tensor shapes, the loop, the runtime.
 SHARED_TRAIN_KEYS = (
@@ -134,6 +156,10 @@ def describe_member(member: Member) -> str:
     return f"{settings}, seed={member.train.seed}, lr={member.train.learning_rate:g}"
 
 
+# Adam's (β1, β2) for FactorVAE's discriminator: disentanglement_lib's (the study's shared.gin).
+DISCRIMINATOR_BETAS = (0.5, 0.9)
+
+
 def adam(parameters, train: TrainConfig, capturable: bool, fused: bool = False) -> torch.optim.Adam:
     """Adam at ``train.learning_rate``, capturable for a CUDA graph; fused (one kernel) when the
     runtime says so (``train.fused_adam`` auto: with graphs, the fastest step measured on an
@@ -164,7 +190,16 @@ class Trainer:
         check_shared(members)
         self.model_config, self.members = model_config, list(members)
         shared = self.members[0].train
-        self.runtime = runtime or runtimes.decide(shared, model_config, len(self.members), mechanism)
+        kinds = [m.objective.kind for m in self.members]
+        self.runtime = runtime or runtimes.decide(
+            shared, model_config, len(self.members), mechanism, kinds=kinds
+        )
+        if runtimes.DISCRIMINATED in kinds and (self.mechanism in runtimes.STACKED or self.runtime.graphs):
+            raise InvalidSetting(
+                f"objective.kind factor trains with mechanism loop or single and no CUDA graphs, not "
+                f"{self.mechanism}{' with graphs' if self.runtime.graphs else ''}: decide the runtime "
+                "with the members' kinds (bvae.runtime.decide(..., kinds=...))"
+            )
         self.world, self.device = self.runtime.world, self.runtime.device
         if shared.batch_size % self.world.size:
             raise InvalidSetting(
@@ -175,9 +210,11 @@ class Trainer:
         runtimes.start(self.runtime)
         memory_format = self.runtime.memory_format
         self.models: list[BetaVAE] = []
+        self.discriminators: list[Discriminator | None] = []
         for member in self.members:
             torch.manual_seed(member.train.seed)  # the initial weights
             self.models.append(BetaVAE(model_config).to(self.device, memory_format=memory_format))
+            self.discriminators.append(self._discriminator(member.objective))
         self.networks: list[torch.nn.Module] = list(self.models)  # what a step calls
         if self.world.distributed:  # DDP synchronises gradients in backward
             from torch.nn.parallel import DistributedDataParallel
@@ -230,14 +267,39 @@ class Trainer:
         """Whether a step runs on the members' stacked weights (not on their modules)."""
         return self.mechanism in runtimes.STACKED
 
+    def _discriminator(self, objective: ObjectiveConfig) -> Discriminator | None:
+        """A FactorVAE member's discriminator (built after its VAE, from the seed's RNG)."""
+        if objective.kind != "factor":
+            return None
+        low, high = FACTOR_GAMMA_RANGE
+        if not low <= objective.gamma <= high:
+            log.warning(
+                "objective.gamma is %g for FactorVAE; disentanglement_lib's study used %g to %g "
+                "(params.yaml's 1000 is the capacity objective's): set objective.gamma unless meant",
+                objective.gamma,
+                low,
+                high,
+            )
+        built = Discriminator(
+            self.model_config.latent_dim, objective.discriminator_units, objective.discriminator_layers
+        )
+        return built.to(self.device)
+
     def _parameter_groups(self) -> list[dict]:
         """One group per learning rate: each member's update is its single run's, and a grid of
-        one rate is one multi-tensor update (a GPU does not launch K optimizers' kernels)."""
+        one rate is one multi-tensor update (a GPU does not launch K optimizers' kernels).
+        FactorVAE's discriminators follow, a group per rate with their own betas."""
         rates = [member.train.learning_rate for member in self.members]
-        return [
+        groups = [
             {"params": [p for k in members for p in self.models[k].parameters()], "lr": rate}
             for rate, members in rate_groups(rates)
         ]
+        discriminated = [k for k, d in enumerate(self.discriminators) if d is not None]
+        rates = [self.members[k].objective.discriminator_learning_rate for k in discriminated]
+        for rate, positions in rate_groups(rates):
+            params = [p for i in positions for p in self.discriminators[discriminated[i]].parameters()]
+            groups.append({"params": params, "lr": rate, "betas": DISCRIMINATOR_BETAS})
+        return groups
 
     # -- one step ---------------------------------------------------------------------------
     def stacked_parameters(self) -> dict[str, torch.Tensor]:
@@ -250,7 +312,24 @@ class Trainer:
     def _member_forward(self, params, batch, noise):
         return functional_call(self.base, params, (batch, noise))
 
-    def _forward_loss(self, params, batches, noises, capacities):
+    def _discriminator_logits(self, mean, logvar, noises, permutations):
+        """FactorVAE's three logits ``(K, B, 2)`` (:func:`bvae.objectives.factor_terms`): the
+        sampled codes through a frozen copy of D's weights (the VAE's TC gradient), the detached
+        codes and their shuffle through D (its own). Zeros for the members of other kinds."""
+        codes = mean + torch.exp(0.5 * logvar) * noises
+        parts = []
+        for k, discriminator in enumerate(self.discriminators):
+            if discriminator is None:
+                parts.append(torch.zeros(3, codes.shape[1], 2, device=codes.device))
+                continue
+            frozen = {name: p.detach() for name, p in discriminator.named_parameters()}
+            tc_logits = functional_call(discriminator, frozen, (codes[k],))
+            detached = codes[k].detach()
+            both = discriminator(torch.cat([detached, shuffle_codes(detached, permutations[k])]))
+            parts.append(torch.stack([tc_logits, *both.chunk(2)]))
+        return tuple(torch.stack(parts).unbind(1))
+
+    def _forward_loss(self, params, batches, noises, capacities, permutations=None):
         autocast = (
             # No cast cache under a graph: the casts are replayed with the step.
             torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=not self.runtime.graphs)
@@ -269,15 +348,22 @@ class Trainer:
                 mean, logvar, logits = batched.forward(self.base, params, batches, noises)
             else:
                 mean, logvar, logits = vmap(self._member_forward)(params, batches, noises)
+        mean, logvar = mean.float(), logvar.float()
+        discriminator_logits = (
+            self._discriminator_logits(mean, logvar, noises, permutations)
+            if permutations is not None
+            else None
+        )
         return objective_terms(
             self.model_config.likelihood,
             logits.float(),
             batches,
-            mean.float(),
-            logvar.float(),
+            mean,
+            logvar,
             self.objectives,
             capacities,
             noises,
+            discriminator_logits,
         )
 
     def capacities(self) -> list[float]:
@@ -293,24 +379,39 @@ class Trainer:
             return values.to(self.device)
         return values.pin_memory().to(self.device, non_blocking=True)
 
-    def draw(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every member's next batch ``(K, B, 1, 64, 64)`` and noise ``(K, B, latent_dim)``,
-        each from its own stream (indices, then noise); ``B`` is this rank's share."""
+    def draw(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Every member's next batch ``(K, B, 1, 64, 64)``, noise ``(K, B, latent_dim)`` and,
+        with a FactorVAE member, the shuffle of its codes ``(K, B, latent_dim)`` (a permutation
+        of the batch per latent; none for the other members); each from its member's stream
+        (indices, noise, shuffle); ``B`` is this rank's share."""
         size, latent_dim = self.local_batch, self.model_config.latent_dim
-        indices, noises = [], []
-        for generator in self.generators:
+        indices, noises, shuffles = [], [], []
+        for generator, discriminator in zip(self.generators, self.discriminators, strict=True):
             indices.append(torch.randint(0, len(self.data), (size,), device=self.device, generator=generator))
             noises.append(torch.randn((size, latent_dim), device=self.device, generator=generator))
+            if discriminator is None:
+                shuffles.append(torch.zeros((size, latent_dim), dtype=torch.long, device=self.device))
+            else:
+                scores = torch.rand((size, latent_dim), device=self.device, generator=generator)
+                shuffles.append(scores.argsort(dim=0))
         batches = images_to_input(self.data.index_select(0, torch.cat(indices)))
-        return batches.reshape(self.size, size, *batches.shape[1:]), torch.stack(noises)
+        permutations = torch.stack(shuffles) if any(d is not None for d in self.discriminators) else None
+        return batches.reshape(self.size, size, *batches.shape[1:]), torch.stack(noises), permutations
 
-    def _step(self, batches: torch.Tensor, noises: torch.Tensor, capacities: torch.Tensor) -> torch.Tensor:
+    def _step(
+        self,
+        batches: torch.Tensor,
+        noises: torch.Tensor,
+        capacities: torch.Tensor,
+        permutations: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Forward, backward, update of every member: what a CUDA graph captures
         (``set_to_none`` lets the capture allocate the gradients the replays write)."""
         params = self.stacked_parameters() if self.stacked else None
-        terms = self.forward_loss(params, batches, noises, capacities)
+        terms = self.forward_loss(params, batches, noises, capacities, permutations)
         self.optimizer.zero_grad(set_to_none=True)
-        terms[:, 0].sum().backward()  # no weight is shared: each member gets its own gradient
+        # No weight is shared: each member (and each discriminator) gets its own gradient.
+        trained_loss(terms, self.objectives.columns).backward()
         self.optimizer.step()
         return terms.detach()
 
@@ -324,7 +425,8 @@ class Trainer:
         """The tensors the optimizer updates: the modules' weights, or their stacks."""
         if self.weights is not None:
             return self.weights.parameters()
-        return [p for model in self.models for p in model.parameters()]
+        networks = [*self.models, *(d for d in self.discriminators if d is not None)]
+        return [p for network in networks for p in network.parameters()]
 
     def _write_back(self) -> None:
         """Make the member modules hold the trained weights (a no-op unless they are stacked)."""
@@ -334,8 +436,9 @@ class Trainer:
     def run_step(self) -> torch.Tensor:
         """One step of every member; returns ``(K, 4 + latent_dim)``: ``TERM_COLUMNS``, KL per
         latent (under CUDA graphs a static tensor, overwritten by the next step)."""
-        batches, noises = self.draw()
-        terms = self.train_step(batches, noises, self._capacity_tensor())
+        batches, noises, permutations = self.draw()
+        shuffles = () if permutations is None else (permutations,)
+        terms = self.train_step(batches, noises, self._capacity_tensor(), *shuffles)
         self.step += 1
         return terms
 
@@ -348,7 +451,7 @@ class Trainer:
     ) -> list[list[dict[str, float]]]:
         """Train every member from ``self.step`` to ``train.steps``; returns their curve rows."""
         config = self.members[0].train
-        for model in self.models:
+        for model in [*self.models, *(d for d in self.discriminators if d is not None)]:
             model.train()
         columns = len(self.objectives.columns) + self.model_config.latent_dim
         window = torch.zeros(self.size, columns, device=self.device)
@@ -409,11 +512,20 @@ class Trainer:
     def _nonfinite_members(self, window: torch.Tensor) -> list[int]:
         """Members with a NaN or infinite figure since the last log, or weight, on any rank."""
         weights = torch.stack(
-            [torch.stack([torch.isfinite(p).all() for p in m.parameters()]).all() for m in self.models]
+            [
+                torch.stack([torch.isfinite(p).all() for p in self._member_parameters(k)]).all()
+                for k in range(self.size)
+            ]
         )
         finite = (weights & torch.isfinite(window).all(dim=1)).float()
         finite = distributed.mean_(finite, self.world)
         return [k for k, share in enumerate(finite.tolist()) if share != 1.0]
+
+    def _member_parameters(self, k: int) -> list[torch.Tensor]:
+        """Member ``k``'s weights: its VAE's and its discriminator's."""
+        discriminator = self.discriminators[k]
+        extra = list(discriminator.parameters()) if discriminator is not None else []
+        return [*self.models[k].parameters(), *extra]
 
     def _raise_if_diverged(self, bad: list[int], window_steps: int) -> None:
         """Name the members whose loss or weights are not finite; the last checkpoint is kept."""
@@ -458,18 +570,21 @@ class Trainer:
         optimizer's state is in the layout of Adam over the modules, whatever the mechanism."""
         self._write_back()
         optimizer = self.optimizer.state_dict()
+        members = []
+        for k in range(self.size):
+            member = {
+                "model": self.models[k].state_dict(),
+                "rng_per_rank": distributed.gather(self.generators[k].get_state().cpu(), self.world),
+                "history": self.histories[k],
+                "config": self.member_config(k),
+            }
+            if self.discriminators[k] is not None:  # training state: in no model file
+                member["discriminator"] = self.discriminators[k].state_dict()
+            members.append(member)
         return {
             "step": self.step,
             "optimizer": self.weights.to_members(optimizer) if self.weights else optimizer,
-            "members": [
-                {
-                    "model": self.models[k].state_dict(),
-                    "rng_per_rank": distributed.gather(self.generators[k].get_state().cpu(), self.world),
-                    "history": self.histories[k],
-                    "config": self.member_config(k),
-                }
-                for k in range(self.size)
-            ],
+            "members": members,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -477,6 +592,8 @@ class Trainer:
         self.optimizer.load_state_dict(self.weights.from_members(optimizer) if self.weights else optimizer)
         for k, member_state in enumerate(state["members"]):
             self.models[k].load_state_dict(member_state["model"])
+            if self.discriminators[k] is not None:
+                self.discriminators[k].load_state_dict(member_state["discriminator"])
             self.generators[k].set_state(member_state["rng_per_rank"][self.world.rank].cpu())
             self.histories[k] = list(member_state["history"])
         if self.weights is not None:

@@ -426,7 +426,7 @@ def run_train(
     summary (other ranks: an empty dict). ``fresh`` forgets the checkpoint first."""
     world = distributed.world_from_env()
     # What can fail in a second fails before the 2.8 GiB load: the runtime and the server.
-    runtime = runtimes.decide(params.train, params.model, world=world)
+    runtime = runtimes.decide(params.train, params.model, world=world, kinds=[params.objective.kind])
     if world.is_main:
         tracking.check_tracking_server()
         check_writable(path.parent for path in (files.model, files.run_file, files.curves, checkpoint))
@@ -457,7 +457,8 @@ def run_sweep_train(
     the whole sweep, ensembles and single points alike). ``sweeps/checkpoint.pt`` lets a killed
     run resume every member. Returns the summaries by member name."""
     members = sweep_members(params)
-    runtime = runtimes.decide(params.train, params.model, len(members), params.sweep.mechanism)
+    kinds = [member.params.objective.kind for member in members]
+    runtime = runtimes.decide(params.train, params.model, len(members), params.sweep.mechanism, kinds=kinds)
     tracking.check_tracking_server()
     check_writable([paths.train.parent, paths.checkpoint.parent])
     if fresh:

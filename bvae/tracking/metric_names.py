@@ -64,6 +64,8 @@ def run_name(objective, seed: int, architecture: str) -> str:
         setting = f"capacity-g{objective.gamma:g}-c{objective.capacity_max_nats:g}"
     elif objective.kind == "beta_tc":
         setting = f"beta_tc-beta{objective.beta:g}"
+    elif objective.kind == "factor":
+        setting = f"factor-g{objective.gamma:g}"
     elif objective.kind in ("dip_i", "dip_ii"):
         setting = f"{objective.kind}-od{objective.lambda_od:g}-d{objective.dip_lambda_d():g}"
     else:
