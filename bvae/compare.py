@@ -25,6 +25,9 @@ SYMBOLS = {
     "tc_estimator": "TC by",
     "lambda_od": "λod",
     "lambda_d": "λd",
+    "discriminator_learning_rate": "D lr",
+    "discriminator_units": "D width",
+    "discriminator_layers": "D depth",
 }
 # column: name in report_keys.HEADLINE (the registry tags it as metric.<name>)
 SCORES = {label: name for name, label in HEADLINE_LABELS.items()}

@@ -111,7 +111,7 @@ OBJECTIVE_SETTINGS: dict[str, tuple[str, ...]] = {
     "beta_tc": ("beta", "tc_estimator"),
     "dip_i": ("lambda_od", "lambda_d"),
     "dip_ii": ("lambda_od", "lambda_d"),
-    "factor": ("gamma", "discriminator_learning_rate"),
+    "factor": ("gamma", "discriminator_learning_rate", "discriminator_units", "discriminator_layers"),
 }
 
 

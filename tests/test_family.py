@@ -238,3 +238,23 @@ def test_every_kind_has_its_settings_and_terms_in_one_place():
 
     kinds = set(typing.get_args(typing.get_type_hints(ObjectiveConfig)["kind"]))
     assert kinds == set(KIND_TERMS) == set(OBJECTIVE_SETTINGS)
+    # Every objective setting is some kind's (so the other kinds' pages leave it off) and has a
+    # short name in `bvae compare`; gaussian_std is the likelihood's, shown by model.likelihood.
+    from dataclasses import fields
+
+    from bvae.compare import SYMBOLS, settings_label
+    from bvae.report import shown_params
+
+    owned = {key for keys in OBJECTIVE_SETTINGS.values() for key in keys}
+    assert {f.name for f in fields(ObjectiveConfig)} - {"kind", "gaussian_std"} == owned <= set(SYMBOLS)
+    factor = {
+        "gamma": 40.0,
+        "discriminator_learning_rate": 1e-4,
+        "discriminator_units": 1000,
+        "discriminator_layers": 6,
+    }
+    assert settings_label("factor", factor) == "γ 40, D lr 1.00e-04, D width 1,000, D depth 6"
+    beta_page = shown_params(
+        {"objective.kind": "beta", "objective.beta": 4.0, "objective.discriminator_units": 1000}
+    )
+    assert beta_page == {"objective.kind": "beta", "objective.beta": 4.0}
