@@ -35,7 +35,8 @@ class GlobalBatchTrainer(Trainer):
             noise = torch.randn((size, self.model_config.latent_dim), generator=stream)
             draws.append((index, noise))
         batch = images_to_input(self.data.index_select(0, torch.cat([d[0] for d in draws])))
-        return batch.unsqueeze(0), torch.cat([d[1] for d in draws]).unsqueeze(0)
+        # (batches, noises, shuffles): a β run draws no FactorVAE shuffle
+        return batch.unsqueeze(0), torch.cat([d[1] for d in draws]).unsqueeze(0), None
 
 
 def write_project(folder: Path, shards: Path, train: dict) -> dict[str, str]:
