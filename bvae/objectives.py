@@ -227,6 +227,7 @@ class MemberObjectives:
     lambda_od: torch.Tensor | None = None  # (K,)
     lambda_d: torch.Tensor | None = None  # (K,), resolved (ObjectiveConfig.dip_lambda_d)
     is_factor: torch.Tensor | None = None  # (K,), only with a FactorVAE member
+    factor_rows: torch.Tensor | None = None  # (F,) the FactorVAE members' indices, in order
 
     @classmethod
     def of(
@@ -258,6 +259,8 @@ class MemberObjectives:
             extra["lambda_d"] = column([o.dip_lambda_d() for o in objectives])
         if "factor" in kinds:
             extra["is_factor"] = column([float(kind == "factor") for kind in kinds])
+            rows = [k for k, kind in enumerate(kinds) if kind == "factor"]
+            extra["factor_rows"] = torch.tensor(rows, dtype=torch.long, device=device)
         return cls(
             is_capacity=column([float(kind == "capacity") for kind in kinds]),
             beta=column([o.beta for o in objectives]),
@@ -286,9 +289,10 @@ def objective_terms(
     ``images`` are float ``(K, n, 1, 64, 64)`` in [0, 1]; ``capacities`` ``(K,)`` each
     member's C (see :func:`capacity_at`), ignored for the other objectives; ``noises``
     ``(K, n, latent_dim)``, the ε of the sampled codes z = μ + σ·ε (β-TCVAE needs them);
-    ``discriminator_logits``: FactorVAE's three ``(K, n, 2)`` logits (:func:`factor_terms`;
-    any values for the members of other kinds). The ``discriminator_loss`` column keeps its
-    gradient: :func:`trained_loss` adds it to what a step minimises.
+    ``discriminator_logits``: the FactorVAE members' three ``(F, n, 2)`` logits
+    (:func:`factor_terms`), in the order of ``objectives.factor_rows``. The
+    ``discriminator_loss`` column keeps its gradient: :func:`trained_loss` adds it to what a
+    step minimises.
     """
     reconstruction = reconstruction_nll(likelihood, logits, images, objectives.gaussian_std)
     per_latent = kl_per_latent(mean, logvar)  # (K, latent_dim)
@@ -312,16 +316,16 @@ def objective_terms(
     if objectives.is_factor is not None:
         if discriminator_logits is None:
             raise ValueError("a factor objective needs its discriminator's logits")
-        tc, discriminator_loss, accuracy = factor_terms(*discriminator_logits)
-        is_factor = objectives.is_factor > 0
-        terms.update(
-            discriminator_tc=tc,
-            discriminator_loss=torch.where(
-                is_factor, discriminator_loss, torch.zeros_like(discriminator_loss)
-            ),
-            discriminator_accuracy=accuracy,
+        rows = objectives.factor_rows
+        # Each FactorVAE member's figures in its own row, 0 in the other members'.
+        tc, discriminator_loss, accuracy = (
+            kl.new_zeros(kl.shape).index_copy(0, rows, figure)
+            for figure in factor_terms(*discriminator_logits)
         )
-        penalty = torch.where(is_factor, kl + objectives.gamma * tc, penalty)
+        terms.update(
+            discriminator_tc=tc, discriminator_loss=discriminator_loss, discriminator_accuracy=accuracy
+        )
+        penalty = torch.where(objectives.is_factor > 0, kl + objectives.gamma * tc, penalty)
     loss = reconstruction + penalty
     spread = largest_mean_sd(mean.detach())
     extra = [

@@ -69,8 +69,7 @@ def decide(
     if device.type == "cuda" and world.distributed:
         device = torch.device("cuda", world.local_rank)  # one GPU per local rank
     discriminated = DISCRIMINATED in kinds
-    if discriminated:
-        check_discriminated(train, mechanism, world)
+    check_discriminated(kinds, mechanism, train.cuda_graphs == "on", max(world.size, train.nproc))
     chosen = _mechanism(
         "loop" if discriminated and mechanism == "auto" and members > 1 else mechanism,
         members,
@@ -121,20 +120,23 @@ def _mechanism(mechanism: str, members: int, device: torch.device, world: World,
 DISCRIMINATED = "factor"
 
 
-def check_discriminated(train: TrainConfig, mechanism: str, world: World) -> None:
+def check_discriminated(kinds: Sequence[str], mechanism: str, graphs: bool, processes: int) -> None:
     """FactorVAE trains a discriminator per member, module by module: the stacked mechanisms,
-    CUDA graphs and DDP are not built for it (``auto`` picks what works); one line each."""
+    CUDA graphs and DDP are not built for it (``auto`` picks what works); one line each. Checked
+    on the settings (:func:`decide`) and on a runtime a caller decided (the trainer)."""
+    if DISCRIMINATED not in kinds:
+        return
     if mechanism in STACKED:
         raise InvalidSetting(
             f"sweep.mechanism {mechanism} stacks the VAEs' weights but not FactorVAE's "
             "discriminators: use loop (or auto) for a grid with objective.kind factor"
         )
-    if train.cuda_graphs == "on":
+    if graphs:
         raise InvalidSetting(
             "train.cuda_graphs is on but objective.kind factor trains eagerly (its discriminator "
             "is not captured in bvae's graph): set train.cuda_graphs to auto or off"
         )
-    if max(world.size, train.nproc) > 1:
+    if processes > 1:
         raise InvalidSetting(
             "objective.kind factor trains in one process (DDP would not average its "
             "discriminator's gradients): set train.nproc to 1"

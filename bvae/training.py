@@ -194,12 +194,8 @@ class Trainer:
         self.runtime = runtime or runtimes.decide(
             shared, model_config, len(self.members), mechanism, kinds=kinds
         )
-        if runtimes.DISCRIMINATED in kinds and (self.mechanism in runtimes.STACKED or self.runtime.graphs):
-            raise InvalidSetting(
-                f"objective.kind factor trains with mechanism loop or single and no CUDA graphs, not "
-                f"{self.mechanism}{' with graphs' if self.runtime.graphs else ''}: decide the runtime "
-                "with the members' kinds (bvae.runtime.decide(..., kinds=...))"
-            )
+        # A caller's runtime was decided without the kinds: it must still fit them.
+        runtimes.check_discriminated(kinds, self.mechanism, self.runtime.graphs, self.runtime.world.size)
         self.world, self.device = self.runtime.world, self.runtime.device
         if shared.batch_size % self.world.size:
             raise InvalidSetting(
@@ -267,6 +263,11 @@ class Trainer:
         """Whether a step runs on the members' stacked weights (not on their modules)."""
         return self.mechanism in runtimes.STACKED
 
+    @property
+    def discriminated(self) -> list[tuple[int, Discriminator]]:
+        """The FactorVAE members, ``(index, discriminator)`` in member order."""
+        return [(k, d) for k, d in enumerate(self.discriminators) if d is not None]
+
     def _discriminator(self, objective: ObjectiveConfig) -> Discriminator | None:
         """A FactorVAE member's discriminator (built after its VAE, from the seed's RNG)."""
         if objective.kind != "factor":
@@ -294,10 +295,9 @@ class Trainer:
             {"params": [p for k in members for p in self.models[k].parameters()], "lr": rate}
             for rate, members in rate_groups(rates)
         ]
-        discriminated = [k for k, d in enumerate(self.discriminators) if d is not None]
-        rates = [self.members[k].objective.discriminator_learning_rate for k in discriminated]
-        for rate, positions in rate_groups(rates):
-            params = [p for i in positions for p in self.discriminators[discriminated[i]].parameters()]
+        rated = [(self.members[k].objective.discriminator_learning_rate, d) for k, d in self.discriminated]
+        for rate, positions in rate_groups([rate for rate, _ in rated]):
+            params = [p for i in positions for p in rated[i][1].parameters()]
             groups.append({"params": params, "lr": rate, "betas": DISCRIMINATOR_BETAS})
         return groups
 
@@ -313,19 +313,16 @@ class Trainer:
         return functional_call(self.base, params, (batch, noise))
 
     def _discriminator_logits(self, mean, logvar, noises, permutations):
-        """FactorVAE's three logits ``(K, B, 2)`` (:func:`bvae.objectives.factor_terms`): the
-        sampled codes through a frozen copy of D's weights (the VAE's TC gradient), the detached
-        codes and their shuffle through D (its own). Zeros for the members of other kinds."""
+        """The FactorVAE members' three logits ``(F, B, 2)`` (:func:`bvae.objectives.factor_terms`):
+        the sampled codes through a frozen copy of D's weights (the VAE's TC gradient), the
+        detached codes and their shuffle (``permutations`` ``(F, B, latent_dim)``) through D (its own)."""
         codes = mean + torch.exp(0.5 * logvar) * noises
         parts = []
-        for k, discriminator in enumerate(self.discriminators):
-            if discriminator is None:
-                parts.append(torch.zeros(3, codes.shape[1], 2, device=codes.device))
-                continue
+        for (k, discriminator), permutation in zip(self.discriminated, permutations, strict=True):
             frozen = {name: p.detach() for name, p in discriminator.named_parameters()}
             tc_logits = functional_call(discriminator, frozen, (codes[k],))
             detached = codes[k].detach()
-            both = discriminator(torch.cat([detached, shuffle_codes(detached, permutations[k])]))
+            both = discriminator(torch.cat([detached, shuffle_codes(detached, permutation)]))
             parts.append(torch.stack([tc_logits, *both.chunk(2)]))
         return tuple(torch.stack(parts).unbind(1))
 
@@ -381,21 +378,19 @@ class Trainer:
 
     def draw(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Every member's next batch ``(K, B, 1, 64, 64)``, noise ``(K, B, latent_dim)`` and,
-        with a FactorVAE member, the shuffle of its codes ``(K, B, latent_dim)`` (a permutation
-        of the batch per latent; none for the other members); each from its member's stream
+        with FactorVAE members, the shuffles of their codes ``(F, B, latent_dim)`` (a permutation
+        of the batch per latent, for the F FactorVAE members); each from its member's stream
         (indices, noise, shuffle); ``B`` is this rank's share."""
         size, latent_dim = self.local_batch, self.model_config.latent_dim
         indices, noises, shuffles = [], [], []
         for generator, discriminator in zip(self.generators, self.discriminators, strict=True):
             indices.append(torch.randint(0, len(self.data), (size,), device=self.device, generator=generator))
             noises.append(torch.randn((size, latent_dim), device=self.device, generator=generator))
-            if discriminator is None:
-                shuffles.append(torch.zeros((size, latent_dim), dtype=torch.long, device=self.device))
-            else:
+            if discriminator is not None:
                 scores = torch.rand((size, latent_dim), device=self.device, generator=generator)
                 shuffles.append(scores.argsort(dim=0))
         batches = images_to_input(self.data.index_select(0, torch.cat(indices)))
-        permutations = torch.stack(shuffles) if any(d is not None for d in self.discriminators) else None
+        permutations = torch.stack(shuffles) if shuffles else None
         return batches.reshape(self.size, size, *batches.shape[1:]), torch.stack(noises), permutations
 
     def _step(

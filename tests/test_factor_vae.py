@@ -14,6 +14,7 @@ from bvae.config import ObjectiveConfig
 from bvae.errors import InvalidSetting
 from bvae.models import Discriminator
 from bvae.objectives import MemberObjectives, factor_terms, objective_terms, shuffle_codes
+from bvae.runtime import decide
 from bvae.training import DISCRIMINATOR_BETAS, Member, Trainer
 from tests.test_ensemble import MODEL, _roundtrip, train_config
 
@@ -198,3 +199,13 @@ def test_objective_terms_refuse_a_factor_member_without_logits():
     logits, images = torch.zeros(1, 4, 1, 64, 64), torch.zeros(1, 4, 1, 64, 64)
     with pytest.raises(ValueError, match="needs its discriminator's logits"):
         objective_terms("bernoulli", logits, images, mean, logvar, objectives, torch.zeros(1))
+
+
+def test_a_runtime_decided_without_the_kinds_is_refused_by_the_trainer(images):
+    """A caller may decide the runtime itself (the stage does): the trainer checks it against
+    its members' kinds with the same one-line refusals."""
+    train = train_config(0, 1e-4, steps=1)
+    members = [Member(factor(), train), Member(ObjectiveConfig(), dataclasses.replace(train, seed=1))]
+    stacked = decide(train, MODEL, len(members), "vmap")  # no kinds: nothing refused here
+    with pytest.raises(InvalidSetting, match="sweep.mechanism vmap stacks the VAEs' weights"):
+        Trainer(MODEL, members, images, stacked)
