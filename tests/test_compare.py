@@ -1,15 +1,12 @@
 """`bvae compare`'s rows from DVC's and the registry's records (the commands themselves run in
-test_pipeline and test_registry), and DVC's own tables in a fresh clone."""
+test_pipeline and test_registry)."""
 
 from __future__ import annotations
 
-import json
-import shutil
 from types import SimpleNamespace
 
 from bvae.compare import EXPERIMENT_COLUMNS, experiment_rows, settings_label, version_rows
 from bvae.tables import MISSING, text_table
-from tests.helpers import REPO_ROOT, run
 
 
 def test_each_objective_shows_only_its_own_settings():
@@ -65,24 +62,3 @@ def test_sweep_members_come_from_each_experiments_comparison():
     assert [row[0] for row in rows] == ["study/dip_i-od10", "main/beta4"]
     assert len(rows[0]) == 1 + len(MEMBER_COLUMNS) and rows[0][1:3] == ["dip_i", 10.0] and rows[0][-1] == 0.5
     assert rows[1][1] == "beta" and rows[1][2] is None
-
-
-def test_a_fresh_clone_reads_every_metrics_file_without_a_warning(tmp_path):
-    """What `git clone` gives, before any `dvc pull` or run: both pipelines' metrics files are
-    committed records (`cache: false`), so DVC's tables read each one and warn of none (before,
-    "DVC failed to load some metrics" for each file that only the cache held)."""
-    clone = tmp_path / "clone"
-    for name in filter(None, run(["git", "ls-files", "-z"], REPO_ROOT).stdout.split("\0")):
-        if (REPO_ROOT / name).is_file():
-            (clone / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(REPO_ROOT / name, clone / name)
-    run(["git", "init", "-q"], clone)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], clone)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "clone"], clone)
-    shown = run(["dvc", "metrics", "show", "--json"], clone)
-    assert "failed to load" not in shown.stdout + shown.stderr
-    files = json.loads(shown.stdout)[""]["data"]
-    assert set(files) == {"reports/train/summary.json", "reports/metrics.json", "sweeps/comparison.json"}
-    assert all("error" not in record and record["data"] for record in files.values())
-    experiments = run(["dvc", "exp", "show", "--no-pager", "--csv"], clone)
-    assert "failed to load" not in experiments.stdout + experiments.stderr
