@@ -11,8 +11,9 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def copy_repository(destination: Path) -> Path:
-    """Copy the tracked and untracked-not-ignored files into a fresh git + DVC repository."""
+def copy_repository(destination: Path, *, as_cloned: bool = False) -> Path:
+    """Copy the tracked and untracked-not-ignored files into a fresh git + DVC repository.
+    ``as_cloned``: all of them, lock files and committed records too, as ``git clone`` gives them."""
     listed = (
         subprocess.run(
             ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
@@ -29,11 +30,14 @@ def copy_repository(destination: Path) -> Path:
         # No lock file: a copy has not run its pipelines (a dvc.lock would name outputs that
         # neither the copy nor its remote has, and `dvc pull` would fail on them). No results/:
         # no pipeline reads them, and the GPU recipes' .dvc file names data no copy has. No
-        # registry record: it names versions in this checkout's registry, not the copy's.
-        if (
-            not source.is_file()
-            or Path(name).name in ("dvc.lock", "registered.json")
-            or name.startswith(("data/", "models/", "reports/", "results/"))
+        # registry record: it names versions in this checkout's registry, not the copy's; no
+        # sweep comparison: it is the record of a sweep the copy has not run.
+        if not source.is_file() or (
+            not as_cloned
+            and (
+                Path(name).name in ("dvc.lock", "registered.json", "comparison.json")
+                or name.startswith(("data/", "models/", "reports/", "results/"))
+            )
         ):
             continue
         target = destination / name

@@ -1,12 +1,14 @@
 """`bvae compare`'s rows from DVC's and the registry's records (the commands themselves run in
-test_pipeline and test_registry)."""
+test_pipeline and test_registry), and what DVC's own tables read in a fresh clone."""
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 from bvae.compare import EXPERIMENT_COLUMNS, experiment_rows, settings_label, version_rows
 from bvae.tables import MISSING, text_table
+from tests.helpers import copy_repository, run
 
 
 def test_each_objective_shows_only_its_own_settings():
@@ -62,3 +64,19 @@ def test_sweep_members_come_from_each_experiments_comparison():
     assert [row[0] for row in rows] == ["study/dip_i-od10", "main/beta4"]
     assert len(rows[0]) == 1 + len(MEMBER_COLUMNS) and rows[0][1:3] == ["dip_i", 10.0] and rows[0][-1] == 0.5
     assert rows[1][1] == "beta" and rows[1][2] is None
+
+
+def test_a_clone_where_the_sweep_never_ran_reads_its_committed_comparison(tmp_path):
+    """What ``git clone`` gives, before any run or pull: the sweep's comparison is a committed
+    record (``cache: false``), so DVC's tables read it, and the only files DVC fails to load are
+    the main pipeline's, which ``dvc repro`` or ``dvc pull`` writes. Before, the sweep's was one
+    of them, and stayed one after ``dvc repro`` (a pipeline that never ran here)."""
+    clone = copy_repository(tmp_path / "clone", as_cloned=True)
+    shown = run(["dvc", "metrics", "show", "--json"], clone).stdout
+    files = json.loads(shown)[""]["data"]
+    failed = {name for name, record in files.items() if "error" in record}
+    assert failed == {"reports/train/summary.json", "reports/metrics.json"}
+    comparison = files["sweeps/comparison.json"]["data"]
+    assert comparison and comparison == json.loads((clone / "sweeps/comparison.json").read_text())
+    header = run(["dvc", "exp", "show", "--no-pager", "--csv"], clone).stdout.splitlines()[0].split(",")
+    assert {f"members.{name}.train.seed" for name in comparison["members"]} <= set(header)

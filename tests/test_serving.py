@@ -4,11 +4,14 @@ real servers are in test_registry)."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
+import warnings
 
 import pytest
 
 from bvae.serving import MAX_JSON_DEPTH, RequestGuard, body_limit, json_depth, request_problem
+from bvae.tracking import served_model
 
 
 def test_json_depth_counts_arrays_and_objects_across_chunks(monkeypatch):
@@ -73,3 +76,14 @@ def test_a_refused_body_is_read_to_its_end_before_the_answer(declared):
     status, answer, received, left = call(RequestGuard(None, 1), chunks, size)
     assert status == 413 and "at most" in answer["message"]
     assert received == [] and left == []  # the app never ran; every chunk was read
+
+
+def test_the_served_model_loads_without_mlflow_warnings():
+    """MLflow runs the served model's file wherever the model is logged or loaded; its class
+    printed a coloured "Add type hints to the `predict` method" UserWarning each time."""
+    spec = importlib.util.spec_from_file_location("served_copy", served_model.__file__)
+    module = importlib.util.module_from_spec(spec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        spec.loader.exec_module(module)
+    assert not hasattr(module.ServedBetaVAE.predict, "__wrapped__")  # MLflow left it as written

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -128,6 +129,18 @@ def uninterrupted(train_repo):
     }
 
 
+def test_the_manifest_is_a_local_dataset_source_without_mlflow_warnings(tmp_path):
+    """MLflow registers its local source twice, so resolving the manifest's ``file://`` URI
+    printed "can be interpreted in multiple ways" in every training run's log."""
+    from bvae.tracking.lineage import manifest_source
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        source = manifest_source(tmp_path / "shards" / "manifest.json")
+    assert source._get_source_type() == "local"
+    assert source.to_dict() == {"uri": (tmp_path / "shards" / "manifest.json").as_uri()}
+
+
 @pytest.mark.slow
 def test_mlflow_run_contents(uninterrupted, train_repo):
     """Params, step metrics, dataset input, lineage tags and a loadable model."""
@@ -165,6 +178,7 @@ def test_mlflow_run_contents(uninterrupted, train_repo):
     (dataset_input,) = logged.inputs.dataset_inputs
     assert dataset_input.dataset.digest == manifest["digest"][:32]
     assert dataset_input.dataset.name == "dsprites-procedural"
+    assert dataset_input.dataset.source_type == "local" and "manifest.json" in dataset_input.dataset.source
     assert logged.data.tags["git_commit"] == uninterrupted["head"]
     # The kernels the weights came from: the same seed is the same weights only on these.
     tags = logged.data.tags

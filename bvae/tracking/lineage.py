@@ -53,16 +53,24 @@ def dataset_identity(source: str, digest: str) -> tuple[str, str]:
     return f"dsprites-{source}", digest[:32]  # MLflow stores at most 36 characters
 
 
+def manifest_source(manifest_path: Path):
+    """The manifest as MLflow's local dataset source, named by its type: MLflow registers that
+    source twice (for the schemes "" and "file"), so resolving a ``file://`` URI would print a
+    UserWarning ("can be interpreted in multiple ways") once per run."""
+    import json
+
+    from mlflow.data.dataset_source_registry import get_dataset_source_from_json
+
+    return get_dataset_source_from_json(json.dumps({"uri": manifest_path.resolve().as_uri()}), "local")
+
+
 def log_dataset(run, manifest_path: Path, digest: str, source: str, num_images: int) -> None:
     """Log the shard set as the run's training input, identified by the manifest's digest."""
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.entities import InputTag
 
     name, short_digest = dataset_identity(source, digest)
-    dataset = MetaDataset(
-        source=resolve_dataset_source(manifest_path.resolve().as_uri()), name=name, digest=short_digest
-    )
+    dataset = MetaDataset(source=manifest_source(manifest_path), name=name, digest=short_digest)
     entity = dataset._to_mlflow_entity()
     from mlflow.entities import DatasetInput
 

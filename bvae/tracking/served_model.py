@@ -92,6 +92,12 @@ def check_batch_size(count: int, limit: int | None) -> None:
 class ServedBetaVAE(mlflow.pyfunc.PythonModel):
     """The β-VAE's encoder (and decoder, when asked) behind MLflow's pyfunc interface."""
 
+    # ``predict`` checks its input itself (``as_images``), so it has no type hints, and this
+    # tells MLflow not to wrap it for type-hint validation; without it MLflow prints a coloured
+    # "Add type hints to the `predict` method" UserWarning each time this file is loaded: in
+    # every training run's log, and in each consumer that loads the model.
+    _skip_type_hint_validation = True
+
     def load_context(self, context) -> None:
         self.module = torch.export.load(context.artifacts["exported_program"]).module()
         self.limit = configured_limit()  # a bad value stops the server at start, not per request
