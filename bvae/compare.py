@@ -6,11 +6,13 @@ the same data (``dvc.api.exp_show``: the workspace, its commit and that commit's
 or the registry's versions and their tags) and keeps what a model is compared by: what was
 trained (objective, its settings, seed, steps) and how it did (held-out reconstruction and KL,
 active latents, four disentanglement scores, the collapse flag). A figure a row lacks (a stage
-that has not run, a version registered before the figure existed) is ``–``.
+that has not run, outputs this clone's DVC cache does not hold, a version registered before the
+figure existed) is ``–``; a note under the table names the rows whose outputs were not there.
 """
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterable, Mapping
 
 from bvae.config import OBJECTIVE_SETTINGS, dlib_lambda_d
@@ -39,6 +41,7 @@ MEMBER_COLUMNS = ("method", "strength", "seed", "rec nats", "KL nats", "active",
 SWEEP_NOTE = (
     "sweep experiments: `bvae compare --sweep` shows their members (the rows above are the main pipeline's)"
 )
+UNREAD = "!"  # what dvc.api.exp_show writes for a figure whose file this clone's DVC cache lacks
 
 
 def settings_label(kind: object, settings: Mapping[str, object]) -> str:
@@ -62,8 +65,18 @@ def _as_number(value: object) -> object:
 
 def _shown(row: Mapping[str, object]) -> dict[str, object]:
     """A ``dvc.api.exp_show`` row with its missing figures as ``None``: DVC gives every row
-    every column any row has, and writes ``"None"`` where this one has no value."""
-    return {key: None if value == "None" else value for key, value in row.items()}
+    every column any row has, and writes ``"None"`` where this one has no value and ``"!"``
+    where it could not read the file (a commit's outputs this clone never pulled)."""
+    return {key: None if value in ("None", UNREAD) else value for key, value in row.items()}
+
+
+def unread_note(rows: Iterable[Mapping[str, object]]) -> str | None:
+    """The rows whose figures DVC could not read, and how to get them."""
+    names = [str(row.get("Experiment") or row.get("rev")) for row in rows if UNREAD in row.values()]
+    if not names:
+        return None
+    text = f"{', '.join(names)}: – where this clone's DVC cache lacks the outputs (`dvc pull` fetches them)"
+    return textwrap.fill(text, 100)  # a terminal's width, as the table
 
 
 def _count(value: object) -> object:
@@ -162,10 +175,13 @@ def experiments_table(num: int = 1, markdown: bool = False, sweep: bool = False)
 
     shown = dvc.api.exp_show(num=num)
     if sweep:
-        return render(["experiment/member", *MEMBER_COLUMNS], member_rows(shown), markdown)
-    table = render(["experiment", *EXPERIMENT_COLUMNS], experiment_rows(shown), markdown)
-    has_members = any(key.startswith("members.") for row in shown for key in row)
-    return f"{table}\n\n{SWEEP_NOTE}" if has_members else table
+        table = render(["experiment/member", *MEMBER_COLUMNS], member_rows(shown), markdown)
+        notes = [unread_note(shown)]
+    else:
+        table = render(["experiment", *EXPERIMENT_COLUMNS], experiment_rows(shown), markdown)
+        has_members = any(key.startswith("members.") for row in shown for key in row)
+        notes = [unread_note(shown), SWEEP_NOTE if has_members else None]
+    return "\n\n".join([table, *filter(None, notes)])
 
 
 def versions_table(name: str, markdown: bool = False) -> str:

@@ -30,6 +30,23 @@ def test_an_experiment_row_keeps_counts_whole_and_marks_what_did_not_run():
     assert experiment_rows([{"rev": "workspace"}])[0][0] == "workspace"
 
 
+def test_figures_dvc_could_not_read_are_missing_and_named_under_the_table():
+    """DVC writes "!" for a commit's figures when their files are not in this clone's cache
+    (a fresh clone after `dvc repro`: the commit's own outputs were never pulled)."""
+    from bvae.compare import unread_note
+
+    shown = [
+        {"rev": "workspace", "objective.kind": "beta", "heldout.kl_nats": 12.3, "collapsed": False},
+        {"rev": "main", "objective.kind": "beta", "heldout.kl_nats": "!", "collapsed": "!"},
+    ]
+    workspace, main = experiment_rows(shown)
+    assert workspace[6] == 12.3 and workspace[-1] == "no"
+    assert main[6] is None and main[-1] is None  # –, not "!" or a made-up "no"
+    note = unread_note(shown)
+    assert note.startswith("main: ") and "dvc pull" in note
+    assert unread_note(shown[:1]) is None
+
+
 def test_a_version_row_reads_the_registry_tags():
     tags = {"objective": "beta", "beta": "4.0", "train.seed": "2", "train.steps": "20", "collapsed": "true"}
     tags |= {"metric.factor_vae": "0.5", "metric.mig": "0.125"}
