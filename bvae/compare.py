@@ -176,11 +176,11 @@ def experiments_table(num: int = 1, markdown: bool = False, sweep: bool = False)
     shown = dvc.api.exp_show(num=num)
     if sweep:
         table = render(["experiment/member", *MEMBER_COLUMNS], member_rows(shown), markdown)
-        notes = [unread_note(shown)]
+        has_members = False  # the table is the members
     else:
         table = render(["experiment", *EXPERIMENT_COLUMNS], experiment_rows(shown), markdown)
         has_members = any(key.startswith("members.") for row in shown for key in row)
-        notes = [unread_note(shown), SWEEP_NOTE if has_members else None]
+    notes = [unread_note(shown), SWEEP_NOTE if has_members else None]
     return "\n\n".join([table, *filter(None, notes)])
 
 
